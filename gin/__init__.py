@@ -1,0 +1,1 @@
+"""gin configs of mtf_switch, found by name once mtf_switch is imported."""

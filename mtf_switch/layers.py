@@ -1,0 +1,282 @@
+"""The Switch feed-forward layer: a drop-in for mtf's DenseReluDense.
+
+Wires the routing math of `mtf_switch.routing` into a mesh-tensorflow
+`TransformerLayer`: splits the layer's tokens into groups, routes them,
+runs the experts on `[experts, groups, capacity, d_model]` buffers and
+combines their outputs back into token order.  Dropped tokens get a zero
+output; the layer stack's residual connection carries them on (Section 2.2).
+
+Expert weights carry the `experts` mesh dimension and their hidden layer
+the `d_ff` dimension, so the layout alone decides expert and model
+parallelism (e.g. `experts:expert;d_ff:model;batch:batch`).
+"""
+import weakref
+
+import gin
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import transformer
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import routing
+
+# mtf.Graph -> {metric name: mtf.Tensor}; see `routing_metrics`.
+_METRICS = weakref.WeakKeyDictionary()
+
+# Above this many experts a layer exports only the max and min of its
+# per-expert token fractions to TensorBoard.
+_MAX_PER_EXPERT_SUMMARIES = 64
+
+# GEGLU: a GELU branch times a linear branch (the paper's T5 models).
+ACTIVATIONS = {"relu": "relu", "geglu": ["gelu", "linear"]}
+
+
+def routing_metrics(graph):
+  """The routing metrics that Switch layers recorded on an mtf graph.
+
+  Args:
+    graph: mtf.Graph.
+
+  Returns:
+    dict from "<layer scope>/<metric>" to float32 mtf.Tensor scalars (and
+    "<layer scope>/expert_fraction", [experts]), in layer order.
+  """
+  return dict(_METRICS.get(graph, {}))
+
+
+def _mesh_axis_size(context, dim):
+  """Size of the mesh axis that `dim` is split on (1 if not split)."""
+  model = context.model
+  if getattr(model, "layout", None) is None or model.mesh_shape is None:
+    return 1
+  mesh_shape = mtf.convert_to_shape(model.mesh_shape)
+  rules = mtf.convert_to_layout_rules(model.layout)
+  axis = rules.tensor_dimension_to_mesh_axis(dim, mesh_shape)
+  return 1 if axis is None else mesh_shape.dims[axis].size
+
+
+@gin.configurable
+class SwitchFeedForward(transformer.TransformerLayer):
+  """Sparse feed-forward layer: top-1 Switch routing or the top-2 MoE.
+
+  Replaces `transformer_layers.DenseReluDense` in a layer stack; works in
+  encoders and decoders, in training, evaluation and incremental decoding.
+  """
+
+  def __init__(self,
+               num_experts=8,
+               hidden_size=2048,
+               activation="relu",
+               num_selected_experts=1,
+               group_size=1024,
+               capacity_factor_train=1.25,
+               capacity_factor_eval=2.0,
+               min_capacity=4,
+               expert_dropout_rate=0.0,
+               aux_loss_coef=1e-2,
+               z_loss_coef=0.0,
+               router_policy="input_jitter",
+               jitter_eps=1e-2,
+               router_dropout_rate=0.1):
+    """Creates a SwitchFeedForward.
+
+    Args:
+      num_experts: int >= 1, experts in the layer.
+      hidden_size: int, d_ff of each expert.
+      activation: "relu" or "geglu" (gated GELU, Shazeer 2020).
+      num_selected_experts: 1 for Switch, 2 for the top-2 MoE baseline.
+      group_size: int, tokens routed together; the group's tokens compete
+        for the experts' capacity.  Capped at the tokens of the layer (e.g.
+        in incremental decoding).
+      capacity_factor_train: float > 0, capacity factor in training.
+      capacity_factor_eval: float > 0, capacity factor otherwise.
+      min_capacity: int >= 1, the smallest expert capacity.
+      expert_dropout_rate: dropout rate inside the experts' hidden layer
+        ("expert dropout", Section 4.1: 0.4 for fine-tuning), apart from the
+        layer stack's dropout.
+      aux_loss_coef: alpha of the load-balancing loss (Section 2.2: 1e-2).
+      z_loss_coef: router z-loss coefficient; 0 (off) for Switch.
+      router_policy: one of `routing.POLICIES` (Table 11: input_jitter).
+      jitter_eps: epsilon of the input_jitter policy.
+      router_dropout_rate: dropout rate of the input_dropout policy.
+
+    Raises:
+      ValueError: on a bad value, naming it and what would be right.
+    """
+    routing.check_policy(router_policy)
+    if activation not in ACTIVATIONS:
+      raise ValueError("activation must be one of %s, got %r"
+                       % (sorted(ACTIVATIONS), activation))
+    if not (isinstance(num_experts, int) and num_experts >= 1):
+      raise ValueError("num_experts must be an int >= 1, got %r"
+                       % (num_experts,))
+    if num_selected_experts not in (1, 2) or num_selected_experts > num_experts:
+      raise ValueError(
+          "num_selected_experts must be 1 (Switch) or 2 (top-2 MoE) and at "
+          "most num_experts=%d, got %r" % (num_experts, num_selected_experts))
+    if not (isinstance(group_size, int) and group_size >= 1):
+      raise ValueError("group_size must be an int >= 1, got %r"
+                       % (group_size,))
+    for name, rate in (("expert_dropout_rate", expert_dropout_rate),
+                       ("router_dropout_rate", router_dropout_rate)):
+      if not 0.0 <= rate < 1.0:
+        raise ValueError("%s must be in [0, 1), got %r" % (name, rate))
+    for name, factor in (("capacity_factor_train", capacity_factor_train),
+                         ("capacity_factor_eval", capacity_factor_eval)):
+      if not factor > 0:
+        raise ValueError("%s must be > 0 (the paper uses 1.0 to 2.0), got %r"
+                         % (name, factor))
+    if min_capacity < 1:
+      raise ValueError("min_capacity must be >= 1, got %r" % (min_capacity,))
+    self.num_experts = num_experts
+    self.hidden_size = hidden_size
+    self.activation = activation
+    self.num_selected_experts = num_selected_experts
+    self.group_size = group_size
+    self.capacity_factor_train = capacity_factor_train
+    self.capacity_factor_eval = capacity_factor_eval
+    self.min_capacity = min_capacity
+    self.expert_dropout_rate = expert_dropout_rate
+    self.aux_loss_coef = aux_loss_coef
+    self.z_loss_coef = z_loss_coef
+    self.router_policy = router_policy
+    self.jitter_eps = jitter_eps
+    self.router_dropout_rate = router_dropout_rate
+
+  def call(self, context, x, losses=None):
+    """Applies the layer to x: [batch..., (length,) d_model]."""
+    model_dim = x.shape.dims[-1]
+    experts_dim = mtf.Dimension("experts", self.num_experts)
+    self._check_expert_split(context, experts_dim)
+    grouped, nonpadding = self._group_tokens(context, x)
+    groups_dim, group_size_dim = grouped.shape.dims[:2]
+
+    capacity_factor = (self.capacity_factor_train if context.train
+                       else self.capacity_factor_eval)
+    capacity = routing.expert_capacity(
+        group_size_dim.size, self.num_experts, capacity_factor,
+        self.min_capacity)
+    router_inputs = routing.perturb_router_inputs(
+        mtf.to_float(grouped), self.router_policy, context.train,
+        self.jitter_eps, self.router_dropout_rate)
+    logits = routing.router_logits(router_inputs, experts_dim,
+                                   context.variable_dtype)
+    instructions = routing.route(
+        logits, self.num_selected_experts, capacity, nonpadding=nonpadding,
+        policy=self.router_policy, train=context.train,
+        activation_dtype=x.dtype, aux_loss_coef=self.aux_loss_coef,
+        z_loss_coef=self.z_loss_coef)
+    self._record(context, instructions.metrics)
+
+    # [experts, groups, capacity, d_model]
+    expert_inputs = mtf.einsum(
+        [grouped, instructions.dispatch],
+        output_shape=[experts_dim, groups_dim,
+                      instructions.dispatch.shape.dims[-1], model_dim])
+    expert_outputs = self._experts(context, expert_inputs, experts_dim)
+    # [groups, group_size, d_model]
+    outputs = mtf.einsum([expert_outputs, instructions.combine],
+                         output_shape=[groups_dim, group_size_dim, model_dim])
+    return mtf.reshape(outputs, x.shape)
+
+  def _experts(self, context, expert_inputs, experts_dim):
+    """The experts' FFNs: [experts, groups, capacity, d_model] both ways."""
+    model_dim = expert_inputs.shape.dims[-1]
+    hidden_dim = mtf.Dimension("d_ff", self.hidden_size)
+    # [experts, groups, capacity, d_ff]
+    hidden = mtf.layers.dense_product(
+        expert_inputs, reduced_dims=[model_dim], new_dims=[hidden_dim],
+        activation_functions=ACTIVATIONS[self.activation], use_bias=False,
+        variable_dtype=context.variable_dtype, name="wi",
+        expert_dims=[experts_dim])
+    if context.train and self.expert_dropout_rate > 0:
+      hidden = mtf.dropout(hidden, context.train,
+                           keep_prob=1.0 - self.expert_dropout_rate)
+    return mtf.layers.dense(
+        hidden, model_dim, reduced_dims=[hidden_dim], use_bias=False,
+        variable_dtype=context.variable_dtype, name="wo",
+        expert_dims=[experts_dim])
+
+  def _group_tokens(self, context, x):
+    """Splits x's tokens into groups along the batch.
+
+    Args:
+      context: transformer.Context.
+      x: [batch..., (length,) d_model].
+
+    Returns:
+      grouped: [groups, group_size, d_model]; `groups` keeps the name of
+        x's first dimension (the batch) so that it is split like the batch.
+      nonpadding: [groups, group_size] float32, or None (no padding).
+
+    Raises:
+      ValueError: if the tokens do not split into groups of group_size, or
+        the groups do not split over the batch's mesh axis.
+    """
+    outer_dims = x.shape.dims[:-1]
+    num_tokens = mtf.Shape(outer_dims).size
+    group_size = min(self.group_size, num_tokens)
+    if num_tokens % group_size:
+      divisors = [d for d in range(1, num_tokens + 1) if num_tokens % d == 0]
+      raise ValueError(
+          "group_size=%d does not split the %d tokens of %s into whole "
+          "groups; use a divisor of %d, e.g. %s"
+          % (self.group_size, num_tokens, x.shape, num_tokens,
+             [d for d in divisors if d <= self.group_size][-3:]))
+    batch_dim = outer_dims[0]
+    groups_dim = mtf.Dimension(batch_dim.name, num_tokens // group_size)
+    batch_split = _mesh_axis_size(context, batch_dim)
+    if groups_dim.size % batch_split:
+      raise ValueError(
+          "%d groups of group_size=%d cannot be split over the %d shards "
+          "of %r; use a group_size that leaves a multiple of %d groups"
+          % (groups_dim.size, group_size, batch_split, batch_dim.name,
+             batch_split))
+    group_size_dim = mtf.Dimension("group_size", group_size)
+    grouped = mtf.reshape(x, [groups_dim, group_size_dim, x.shape.dims[-1]])
+    nonpadding = context.nonpadding
+    # In incremental decoding x has no length dimension and every token is
+    # real; otherwise padding is where the sequence id is 0.
+    if (isinstance(nonpadding, mtf.Tensor)
+        and set(nonpadding.shape.dims) <= set(outer_dims)):
+      nonpadding = mtf.reshape(
+          mtf.broadcast(mtf.to_float(nonpadding), outer_dims),
+          [groups_dim, group_size_dim])
+    else:
+      nonpadding = None
+    return grouped, nonpadding
+
+  def _check_expert_split(self, context, experts_dim):
+    shards = _mesh_axis_size(context, experts_dim)
+    if self.num_experts % shards:
+      raise ValueError(
+          "num_experts=%d is not divisible by the %d shards of the mesh axis "
+          "that the layout splits 'experts' on; use a multiple of %d experts "
+          "or another layout" % (self.num_experts, shards, shards))
+
+  def _record(self, context, metrics):
+    """Adds the losses to the context and exports the routing metrics.
+
+    The losses are computed in float32 and cast to the activation dtype at
+    the end only, because the layer stack adds them to the cross-entropy,
+    which has that dtype.
+    """
+    if context.losses is not None:
+      for name in ("aux_loss", "z_loss") if self.z_loss_coef else ("aux_loss",):
+        context.losses.append(
+            mtf.cast(metrics[name], context.activation_dtype))
+    scope = tf.get_variable_scope().name
+    recorded = _METRICS.setdefault(context.mesh.graph, {})
+    for name, value in metrics.items():
+      recorded["%s/%s" % (scope, name)] = value
+    if not context.train:
+      return
+    for name, value in metrics.items():
+      if value.shape.ndims == 0:
+        mtf.scalar_summary("%s/%s" % (scope, name), value)
+    # One summary per expert: readable up to a few dozen experts.
+    fractions = metrics["expert_fraction"]
+    if self.num_experts <= _MAX_PER_EXPERT_SUMMARIES:
+      for i, fraction in enumerate(mtf.split(
+          fractions, fractions.shape.dims[0], self.num_experts)):
+        mtf.scalar_summary("%s/expert_fraction/%03d" % (scope, i),
+                           mtf.reduce_sum(fraction))

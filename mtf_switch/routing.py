@@ -1,0 +1,306 @@
+"""Routing math of the Switch Transformer on Mesh-TensorFlow tensors.
+
+Pure functions, no variables but the router's: router logits, exploration
+policies, top-1 (Switch) and top-2 (MoE baseline) assignment with expert
+capacity, the dispatch and combine tensors, the auxiliary losses and the
+routing metrics.  Section numbers refer to Fedus, Zoph and Shazeer, "Switch
+Transformers", JMLR 2022.
+
+Shapes are written in mesh-dimension names.  The tokens of a layer are split
+into `groups` of `group_size` tokens; the groups dimension keeps the name of
+the batch dimension so that it follows the batch's split over the mesh.
+
+Everything here runs in float32 whatever the activation dtype ("selective
+precision", Section 2.4); only `RoutingInstructions.dispatch` and `.combine`
+are cast back to the activation dtype.
+"""
+import collections
+import math
+
+import mesh_tensorflow as mtf
+import tensorflow.compat.v1 as tf
+
+# Router exploration policies (Section 2.4, Table 11).  Perturbations apply
+# in training only; evaluation always routes by argmax.
+POLICIES = ("argmax", "input_jitter", "input_dropout", "sample")
+
+# Small positive number that keeps renormalized top-2 gates finite.
+_EPSILON = 1e-9
+
+RoutingInstructions = collections.namedtuple(
+    "RoutingInstructions", ["dispatch", "combine", "metrics"])
+RoutingInstructions.__doc__ = """What a layer needs to move tokens to experts.
+
+Attributes:
+  dispatch: [groups, group_size, experts, capacity], activation dtype; 1 where
+    a token takes a slot of an expert's buffer, else 0.
+  combine: same shape as dispatch; the gate value where dispatch is 1.
+  metrics: dict of float32 scalars (and `expert_fraction`, [experts]):
+    aux_loss (already scaled by its coefficient), z_loss (scaled; 0 when
+    off), dropped_fraction, router_confidence, router_entropy,
+    expert_fraction ([experts]), expert_fraction_max, expert_fraction_min.
+"""
+
+
+def expert_capacity(group_size, num_experts, capacity_factor,
+                    min_capacity=4):
+  """Slots per expert in each group (Section 2.2, "expert capacity").
+
+  capacity = ceil(group_size / num_experts * capacity_factor), at least
+  `min_capacity` (as in mesh-tensorflow and flaxformer) and at most
+  `group_size`, which already holds every token of the group.
+
+  Args:
+    group_size: int, tokens per group.
+    num_experts: int.
+    capacity_factor: float > 0.
+    min_capacity: int >= 1.
+
+  Returns:
+    int.
+
+  Raises:
+    ValueError: if capacity_factor <= 0 or min_capacity < 1.
+  """
+  if not capacity_factor > 0:
+    raise ValueError(
+        "capacity_factor must be > 0 (the paper uses 1.0 to 2.0), got %r"
+        % (capacity_factor,))
+  if min_capacity < 1:
+    raise ValueError("min_capacity must be >= 1, got %r" % (min_capacity,))
+  capacity = int(math.ceil(group_size * capacity_factor / num_experts))
+  return min(max(capacity, min_capacity), group_size)
+
+
+def check_policy(policy):
+  """Raises ValueError unless `policy` is one of POLICIES."""
+  if policy not in POLICIES:
+    raise ValueError("unknown router policy %r; expected one of %s"
+                     % (policy, ", ".join(POLICIES)))
+
+
+def perturb_router_inputs(x, policy, train, jitter_eps=1e-2,
+                          dropout_rate=0.1):
+  """Applies an exploration policy's input perturbation (Section 2.4).
+
+  Args:
+    x: [groups, group_size, d_model], float32 router inputs.
+    policy: one of POLICIES.
+    train: bool; perturbations apply only in training.
+    jitter_eps: float; "input_jitter" multiplies by U[1 - eps, 1 + eps].
+    dropout_rate: float; dropout rate of "input_dropout".
+
+  Returns:
+    Tensor shaped like x.
+  """
+  check_policy(policy)
+  if not train:
+    return x
+  if policy == "input_jitter":
+    return mtf.layers.multiplicative_jitter(x, epsilon=jitter_eps)
+  if policy == "input_dropout":
+    return mtf.dropout(x, is_training=True, keep_prob=1.0 - dropout_rate)
+  return x
+
+
+def router_logits(x, experts_dim, variable_dtype, name="router"):
+  """Router logits h(x) = W_r x, computed in float32 (Sections 2.1, 2.4).
+
+  Args:
+    x: [groups, group_size, d_model] router inputs in any float dtype.
+    experts_dim: mtf.Dimension, the experts.
+    variable_dtype: mtf.VariableDType of the model; the router's weights keep
+      its master and slice dtypes but are used in float32.
+    name: variable scope of the router weights [d_model, experts].
+
+  Returns:
+    [groups, group_size, experts], float32.
+  """
+  float32_use = mtf.VariableDType(
+      master_dtype=variable_dtype.master_dtype,
+      slice_dtype=variable_dtype.slice_dtype,
+      activation_dtype=tf.float32)
+  return mtf.layers.dense(
+      mtf.to_float(x), experts_dim, use_bias=False,
+      reduced_dims=x.shape.dims[-1:], variable_dtype=float32_use, name=name)
+
+
+def _gumbel_noise(like):
+  """Gumbel(0, 1) noise: argmax(logits + noise) samples softmax(logits)."""
+  uniform = mtf.random_uniform(like.mesh, like.shape, minval=1e-9,
+                               maxval=1.0, dtype=tf.float32)
+  return -mtf.log(-mtf.log(uniform))
+
+
+def route(logits, num_selected_experts, capacity, nonpadding=None,
+          policy="argmax", train=False, activation_dtype=tf.float32,
+          aux_loss_coef=1e-2, z_loss_coef=0.0):
+  """Assigns tokens to experts and builds dispatch/combine and the losses.
+
+  Top-1 (Switch, Section 2.1) or top-2 (the MoE baseline, gates renormalized
+  to sum to one).  A token's position in its expert's buffer is the
+  *exclusive* cumulative count, in token order, of the group's earlier
+  tokens sent to that expert; second choices queue behind all first
+  choices.  Tokens at positions >= capacity are dropped: they have no slot,
+  so the layer outputs zero for them and the residual carries them on
+  (Section 2.2).  Padding tokens are never routed.
+
+  Args:
+    logits: [groups, group_size, experts], float32 router logits.
+    num_selected_experts: 1 (Switch) or 2 (top-2 MoE).
+    capacity: int, slots per expert and group (see `expert_capacity`).
+    nonpadding: optional [groups, group_size], 1 for real tokens, 0 for
+      padding.
+    policy: one of POLICIES; "sample" draws the expert(s) from the router's
+      softmax in training instead of taking the argmax.
+    train: bool.
+    activation_dtype: dtype of the returned dispatch and combine tensors.
+    aux_loss_coef: alpha of the load-balancing loss (Section 2.2).
+    z_loss_coef: coefficient of the router z-loss (ST-MoE); 0 turns it off.
+
+  Returns:
+    RoutingInstructions.
+
+  Raises:
+    ValueError: on a bad num_selected_experts or policy.
+  """
+  check_policy(policy)
+  if num_selected_experts not in (1, 2):
+    raise ValueError("num_selected_experts must be 1 (Switch) or 2 (top-2 "
+                     "MoE), got %r" % (num_selected_experts,))
+  groups_dim, group_size_dim, experts_dim = logits.shape.dims
+  capacity_dim = mtf.Dimension("capacity", capacity)
+  if nonpadding is None:
+    nonpadding = mtf.ones(logits.mesh, logits.shape.dims[:2], tf.float32)
+  nonpadding = mtf.to_float(nonpadding)
+
+  # [groups, group_size, experts]
+  probs = mtf.softmax(logits, reduced_dim=experts_dim)
+  scores = logits
+  if train and policy == "sample":
+    scores += _gumbel_noise(logits)
+
+  gates, masks, positions = [], [], []
+  # [groups, experts]: slots already taken by earlier choices.
+  taken = mtf.zeros(logits.mesh, [groups_dim, experts_dim], tf.float32)
+  for _ in range(num_selected_experts):
+    # [groups, group_size]
+    index = mtf.argmax(scores, reduced_dim=experts_dim)
+    # [groups, group_size, experts]
+    mask = mtf.one_hot(index, experts_dim, dtype=tf.float32) * nonpadding
+    position = mtf.cumsum(mask, group_size_dim, exclusive=True) + taken
+    taken += mtf.reduce_sum(mask, reduced_dim=group_size_dim)
+    gates.append(mtf.reduce_sum(probs * mask, reduced_dim=experts_dim))
+    masks.append(mask)
+    positions.append(mtf.reduce_sum(position * mask, reduced_dim=experts_dim))
+    scores -= mask * 1e9  # the next choice is another expert
+  if num_selected_experts == 2:
+    total = gates[0] + gates[1] + _EPSILON
+    gates = [g / total for g in gates]
+
+  dispatch = mtf.zeros(logits.mesh, [groups_dim, group_size_dim, experts_dim,
+                                     capacity_dim], tf.float32)
+  combine = dispatch
+  kept = mtf.zeros(logits.mesh, [groups_dim, group_size_dim], tf.float32)
+  for gate, mask, position in zip(gates, masks, positions):
+    # [groups, group_size]: 1 iff the token found a slot.
+    fits = mtf.to_float(mtf.less(position, float(capacity)))
+    # one_hot of an index >= capacity is all zeros, so dropped tokens get
+    # no slot; `fits` makes that explicit.
+    slot = mask * fits * mtf.one_hot(mtf.to_int32(position), capacity_dim,
+                                     dtype=tf.float32)
+    dispatch += slot
+    combine += slot * gate
+    kept += mtf.reduce_sum(mask, reduced_dim=experts_dim) * fits
+
+  num_tokens = mtf.maximum(mtf.reduce_sum(nonpadding), 1.0)
+  metrics = router_metrics(logits, probs, masks[0], kept, nonpadding,
+                           num_tokens, num_selected_experts)
+  metrics["aux_loss"] = aux_loss_coef * load_balancing_loss(
+      probs, masks[0], nonpadding, num_tokens)
+  metrics["z_loss"] = z_loss_coef * router_z_loss(logits, nonpadding,
+                                                  num_tokens)
+  return RoutingInstructions(
+      dispatch=mtf.cast(dispatch, activation_dtype),
+      combine=mtf.cast(combine, activation_dtype),
+      metrics=metrics)
+
+
+def load_balancing_loss(probs, top1_mask, nonpadding, num_tokens):
+  """N * sum_i f_i * P_i over the batch's real tokens (Section 2.2, eq. 4).
+
+  f_i is the fraction of tokens whose first choice is expert i, P_i the
+  fraction of router probability given to expert i.  Equals 1 when routing
+  is uniform; the caller scales it by alpha.
+
+  Args:
+    probs: [groups, group_size, experts], float32 router probabilities.
+    top1_mask: [groups, group_size, experts], one-hot first choice, zero on
+      padding.
+    nonpadding: [groups, group_size], float32.
+    num_tokens: float32 scalar, the number of real tokens T.
+
+  Returns:
+    float32 scalar.
+  """
+  experts_dim = probs.shape.dims[-1]
+  # [experts]
+  fraction_routed = mtf.reduce_sum(top1_mask, output_shape=[experts_dim])
+  fraction_routed /= num_tokens
+  fraction_prob = mtf.reduce_sum(probs * nonpadding,
+                                 output_shape=[experts_dim]) / num_tokens
+  return float(experts_dim.size) * mtf.reduce_sum(fraction_routed *
+                                                  fraction_prob)
+
+
+def router_z_loss(logits, nonpadding, num_tokens):
+  """mean_x (logsumexp_i h_i(x))^2 over real tokens (ST-MoE's z-loss).
+
+  Args:
+    logits: [groups, group_size, experts], float32.
+    nonpadding: [groups, group_size], float32.
+    num_tokens: float32 scalar.
+
+  Returns:
+    float32 scalar.
+  """
+  log_z = mtf.reduce_logsumexp(logits, reduced_dim=logits.shape.dims[-1])
+  return mtf.reduce_sum(mtf.square(log_z) * nonpadding) / num_tokens
+
+
+def router_metrics(logits, probs, top1_mask, kept, nonpadding, num_tokens,
+                   num_selected_experts):
+  """Routing metrics of one layer, all over the real tokens.
+
+  Args:
+    logits: [groups, group_size, experts], float32.
+    probs: softmax of logits.
+    top1_mask: [groups, group_size, experts], one-hot first choice.
+    kept: [groups, group_size], number of the token's choices that found a
+      slot.
+    nonpadding: [groups, group_size], float32.
+    num_tokens: float32 scalar.
+    num_selected_experts: int.
+
+  Returns:
+    dict: dropped_fraction (of token-to-expert assignments), expert_fraction
+    ([experts], share of first choices per expert) with its max and min,
+    router_confidence (mean
+    top-1 probability), router_entropy (mean entropy of the router's
+    distribution, in nats).
+  """
+  experts_dim = probs.shape.dims[-1]
+  assigned = num_tokens * float(num_selected_experts)
+  top1_prob = mtf.reduce_max(probs, reduced_dim=experts_dim)
+  log_probs = mtf.log_softmax(logits, reduced_dim=experts_dim)
+  entropy = -mtf.reduce_sum(probs * log_probs, reduced_dim=experts_dim)
+  expert_fraction = mtf.reduce_sum(
+      top1_mask, output_shape=[experts_dim]) / num_tokens
+  return {
+      "dropped_fraction": 1.0 - mtf.reduce_sum(kept) / assigned,
+      "expert_fraction": expert_fraction,
+      "expert_fraction_max": mtf.reduce_max(expert_fraction),
+      "expert_fraction_min": mtf.reduce_min(expert_fraction),
+      "router_confidence": mtf.reduce_sum(top1_prob * nonpadding) / num_tokens,
+      "router_entropy": mtf.reduce_sum(entropy * nonpadding) / num_tokens,
+  }
