@@ -1,7 +1,7 @@
 """Installs mtf_switch: the library, its gin configs and its task registry.
 
 The top-level `gin/` and `tasks/` folders are installed as the subpackages
-`mtf_switch.gin` and `mtf_switch.tasks`, so that a T5 user writes
+`mtf_switch.gin_configs` and `mtf_switch.tasks`, so that a T5 user writes
 `--module_import=mtf_switch.tasks` and `--gin_file=models/switch_tiny.gin`.
 The pinned stack is in requirements.txt and constraints.txt (see README).
 """
@@ -13,13 +13,13 @@ setuptools.setup(
     description="Switch Transformer layers, configs and tasks for "
                 "Mesh-TensorFlow and T5",
     python_requires=">=3.11,<3.12",
-    packages=["mtf_switch", "mtf_switch.gin", "mtf_switch.tasks"],
+    packages=["mtf_switch", "mtf_switch.gin_configs", "mtf_switch.tasks"],
     package_dir={
         "mtf_switch": "mtf_switch",
-        "mtf_switch.gin": "gin",
+        "mtf_switch.gin_configs": "gin",
         "mtf_switch.tasks": "tasks",
     },
-    package_data={"mtf_switch.gin": ["*.gin", "*/*.gin"]},
+    package_data={"mtf_switch.gin_configs": ["*.gin", "*/*.gin"]},
     install_requires=[
         "tensorflow==2.15.1",
         "mesh-tensorflow[transformer]==0.1.21",

@@ -15,7 +15,16 @@ from mtf_switch import layers  # noqa: F401  (registers gin configurables)
 from mtf_switch import models  # noqa: F401
 from mtf_switch import routing  # noqa: F401
 
-from mtf_switch import gin as _gin_configs  # setup.py maps it to gin/
 
-GIN_DIR = os.path.dirname(_gin_configs.__file__)
+def _gin_dir():
+  """The gin folder: installed as mtf_switch/gin_configs (see setup.py), or
+  the top-level gin/ of a source tree or editable install."""
+  package_dir = os.path.dirname(os.path.abspath(__file__))
+  installed = os.path.join(package_dir, "gin_configs")
+  if os.path.isdir(installed):
+    return installed
+  return os.path.join(os.path.dirname(package_dir), "gin")
+
+
+GIN_DIR = _gin_dir()
 gin.add_config_file_search_path(GIN_DIR)

@@ -8,7 +8,10 @@ output; the layer stack's residual connection carries them on (Section 2.2).
 
 Expert weights carry the `experts` mesh dimension and their hidden layer
 the `d_ff` dimension, so the layout alone decides expert and model
-parallelism (e.g. `experts:expert;d_ff:model;batch:batch`).
+parallelism: `experts:batch` (T5's default) splits the experts over the
+data-parallel cores, `experts:expert;d_ff:model;batch:batch` over a mesh
+axis of their own with model parallelism inside each expert.  The names
+`experts_unsplit` and `groups_unsplit` are internal and must stay unsplit.
 """
 import weakref
 
@@ -54,7 +57,7 @@ def _mesh_axis_size(context, dim):
   return 1 if axis is None else mesh_shape.dims[axis].size
 
 
-@gin.configurable
+@gin.configurable(module="mtf_switch")
 class SwitchFeedForward(transformer.TransformerLayer):
   """Sparse feed-forward layer: top-1 Switch routing or the top-2 MoE.
 
@@ -149,6 +152,9 @@ class SwitchFeedForward(transformer.TransformerLayer):
     self._check_expert_split(context, experts_dim)
     grouped, nonpadding = self._group_tokens(context, x)
     groups_dim, group_size_dim = grouped.shape.dims[:2]
+    # Routing sees all experts on every core (the router is small); the
+    # expert weights are split along `experts` as the layout says.
+    routed_experts_dim = mtf.Dimension("experts_unsplit", self.num_experts)
 
     capacity_factor = (self.capacity_factor_train if context.train
                        else self.capacity_factor_eval)
@@ -158,7 +164,7 @@ class SwitchFeedForward(transformer.TransformerLayer):
     router_inputs = routing.perturb_router_inputs(
         mtf.to_float(grouped), self.router_policy, context.train,
         self.jitter_eps, self.router_dropout_rate)
-    logits = routing.router_logits(router_inputs, experts_dim,
+    logits = routing.router_logits(router_inputs, routed_experts_dim,
                                    context.variable_dtype)
     instructions = routing.route(
         logits, self.num_selected_experts, capacity, nonpadding=nonpadding,
@@ -166,13 +172,25 @@ class SwitchFeedForward(transformer.TransformerLayer):
         activation_dtype=x.dtype, aux_loss_coef=self.aux_loss_coef,
         z_loss_coef=self.z_loss_coef)
     self._record(context, instructions.metrics)
+    capacity_dim = instructions.dispatch.shape.dims[-1]
 
-    # [experts, groups, capacity, d_model]
+    # [experts_unsplit, groups, capacity, d_model]
     expert_inputs = mtf.einsum(
         [grouped, instructions.dispatch],
-        output_shape=[experts_dim, groups_dim,
-                      instructions.dispatch.shape.dims[-1], model_dim])
+        output_shape=[routed_experts_dim, groups_dim, capacity_dim,
+                      model_dim])
+    # Same values, the split moved from the groups to the experts: under
+    # expert parallelism this is the all-to-all of Section 2.2 / Figure 9.
+    # [experts, groups_unsplit, capacity, d_model]
+    unsplit_groups_dim = mtf.Dimension("groups_unsplit", groups_dim.size)
+    expert_inputs = mtf.reshape(
+        expert_inputs, [experts_dim, unsplit_groups_dim, capacity_dim,
+                        model_dim])
     expert_outputs = self._experts(context, expert_inputs, experts_dim)
+    # ... and back: [experts_unsplit, groups, capacity, d_model]
+    expert_outputs = mtf.reshape(
+        expert_outputs, [routed_experts_dim, groups_dim, capacity_dim,
+                         model_dim])
     # [groups, group_size, d_model]
     outputs = mtf.einsum([expert_outputs, instructions.combine],
                          output_shape=[groups_dim, group_size_dim, model_dim])

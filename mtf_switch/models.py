@@ -50,14 +50,14 @@ def init_scale_scope(init_scale):
     return
   factor = math.sqrt(init_scale)
 
-  def getter(next_getter, name, *args, **kwargs):
+  def scaled_getter(getter, *args, **kwargs):
     shape = kwargs.get("shape")
     initializer = kwargs.get("initializer")
     if shape is not None and len(shape) >= 2 and callable(initializer):
       kwargs["initializer"] = _scaled_initializer(initializer, factor)
-    return next_getter(name, *args, **kwargs)
+    return getter(*args, **kwargs)
 
-  with tf.variable_scope(tf.get_variable_scope(), custom_getter=getter,
+  with tf.variable_scope(tf.get_variable_scope(), custom_getter=scaled_getter,
                          auxiliary_name_scope=False):
     yield
 
@@ -75,9 +75,9 @@ class Bitransformer(transformer.Bitransformer):
     with init_scale_scope(self.init_scale):
       return super().call_simple(*args, **kwargs)
 
-  def sample_autoregressive(self, *args, **kwargs):
+  def decode(self, *args, **kwargs):
     with init_scale_scope(self.init_scale):
-      return super().sample_autoregressive(*args, **kwargs)
+      return super().decode(*args, **kwargs)
 
 
 @gin.configurable(module="mtf_switch")
