@@ -1,0 +1,319 @@
+"""Tests of the SwitchFeedForward layer: numerics, meshes, dtypes, errors."""
+import gin
+import helpers
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import transformer
+import numpy as np
+import numpy_reference
+import pytest
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import layers
+from mtf_switch import train
+
+BATCH, LENGTH, D_MODEL, D_FF = 4, 8, 6, 5
+
+
+def _weights_by_role(variables, num_experts):
+  """Numpy weights in the reference's axis order, found by variable name."""
+  def ordered(name, dim_order):
+    (value, dims), = [(v, d) for n, (v, d) in variables.items()
+                      if n.endswith(name)]
+    return np.transpose(value, [dims.index(d) for d in dim_order])
+  weights = {"router_w": ordered("router/kernel",
+                                 ["d_model", "experts_unsplit"])}
+  expert_in = ["experts", "d_model", "d_ff"]
+  if any(n.endswith("wi_1/kernel") for n in variables):  # GEGLU
+    weights["wi"] = ordered("wi_0/kernel", expert_in)
+    weights["wi_linear"] = ordered("wi_1/kernel", expert_in)
+  else:
+    weights["wi"] = ordered("wi/kernel", expert_in)
+  weights["wo"] = ordered("wo/kernel", ["experts", "d_ff", "d_model"])
+  assert weights["wo"].shape[0] == num_experts
+  return weights
+
+
+def _run_layer(layer, x, sequence_id=None, train_mode=True,
+               activation_dtype=tf.float32, mesh_shape="", layout=""):
+  """Applies `layer` to numpy x [batch, length, d_model] on a mesh.
+
+  Returns:
+    (outputs dict with "y", the losses and the layer's metrics,
+     {variable name: (value, [dim names])}).
+  """
+  tf.reset_default_graph()
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch_dim = mtf.Dimension("batch", x.shape[0])
+  length_dim = mtf.Dimension("length", x.shape[1])
+  model_dim = mtf.Dimension("d_model", x.shape[2])
+  mtf_x = mtf.cast(helpers.import_array(
+      mesh, x.astype(np.float32), [batch_dim, length_dim, model_dim]),
+                   activation_dtype)
+  mtf_sequence_id = None
+  if sequence_id is not None:
+    mtf_sequence_id = helpers.import_array(mesh, sequence_id,
+                                           [batch_dim, length_dim])
+  context = helpers.make_context(
+      mesh, batch_dim, length_dim, train_mode, activation_dtype,
+      mtf_sequence_id, layout or None, mesh_shape or None)
+  with tf.variable_scope("switch"):
+    y = layer.call(context, mtf_x)
+  outputs = {"y": mtf.cast(y, tf.float32)}
+  outputs.update(("loss_%d" % i, mtf.cast(l, tf.float32))
+                 for i, l in enumerate(context.losses))
+  outputs.update(layers.routing_metrics(graph))
+  values, variables = helpers.run(graph, mesh, outputs, mesh_shape, layout,
+                                  variables_out=True)
+  dims = {v.name: v.shape.dimension_names for v in graph.all_variables}
+  return values, {n: (v, dims[n]) for n, v in variables.items()}
+
+
+def _layer(**kwargs):
+  config = dict(num_experts=4, hidden_size=D_FF, group_size=LENGTH,
+                capacity_factor_train=1.0, capacity_factor_eval=2.0,
+                min_capacity=1, router_policy="argmax")
+  config.update(kwargs)
+  return layers.SwitchFeedForward(**config)
+
+
+@pytest.mark.parametrize("k,activation,capacity_factor", [
+    (1, "relu", 0.5), (1, "relu", 2.0), (1, "geglu", 1.0),
+    (2, "relu", 0.5), (2, "geglu", 2.0)])
+def test_layer_matches_numpy_reference(k, activation, capacity_factor):
+  rng = np.random.RandomState(7)
+  x = rng.randn(BATCH, LENGTH, D_MODEL)
+  sequence_id = np.ones((BATCH, LENGTH), np.int32)
+  sequence_id[1, 5:] = 0  # padding
+  layer = _layer(num_selected_experts=k, activation=activation,
+                 capacity_factor_train=capacity_factor)
+  got, variables = _run_layer(layer, x, sequence_id)
+  capacity = max(int(np.ceil(LENGTH * capacity_factor / 4)), 1)
+  want_y, want = numpy_reference.switch_layer(
+      x, k=k, capacity=capacity, group_size=LENGTH,
+      nonpadding=(sequence_id > 0).astype(float),
+      **_weights_by_role(variables, 4))
+  np.testing.assert_allclose(got["y"], want_y, rtol=1e-4, atol=1e-5)
+  prefix = "switch/"
+  np.testing.assert_allclose(got["loss_0"], want["aux_loss"], rtol=1e-5)
+  np.testing.assert_allclose(got[prefix + "dropped_fraction"],
+                             want["dropped_fraction"], atol=1e-6)
+  # Dropped tokens and padding get exactly zero output (the residual
+  # carries them, Section 2.2).
+  unrouted = (want["kept"] == 0).reshape(BATCH, LENGTH)
+  if capacity_factor < 1:
+    assert unrouted.sum() > (sequence_id == 0).sum()
+  assert np.all(got["y"][unrouted] == 0)
+
+
+def test_z_loss_is_added_to_the_losses_when_on():
+  x = np.random.RandomState(1).randn(BATCH, LENGTH, D_MODEL)
+  got, variables = _run_layer(_layer(z_loss_coef=1e-3), x)
+  router_w = _weights_by_role(variables, 4)["router_w"]
+  want = numpy_reference.route(
+      (x.reshape(-1, LENGTH, D_MODEL) @ router_w), 1, 2, z_loss_coef=1e-3)
+  np.testing.assert_allclose(got["loss_1"], want["z_loss"], rtol=1e-5)
+  got, _ = _run_layer(_layer(), x)
+  assert "loss_1" not in got
+
+
+def test_eval_uses_the_eval_capacity_factor():
+  x = np.random.RandomState(2).randn(BATCH, LENGTH, D_MODEL)
+  layer = _layer(capacity_factor_train=0.25, capacity_factor_eval=4.0)
+  prefix = "switch/"
+  trained, _ = _run_layer(layer, x, train_mode=True)
+  evaluated, _ = _run_layer(layer, x, train_mode=False)
+  assert trained[prefix + "dropped_fraction"] > 0.5
+  assert evaluated[prefix + "dropped_fraction"] == 0
+
+
+def test_bfloat16_model_keeps_router_in_float32():
+  """Selective precision (Section 2.4): router matmul, softmax and losses in
+  float32; dispatch and combine einsums in bfloat16."""
+  tf.reset_default_graph()
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch_dim, length_dim = mtf.Dimension("batch", 2), mtf.Dimension("length", 8)
+  x = mtf.cast(mtf.random_uniform(mesh, [batch_dim, length_dim,
+                                         mtf.Dimension("d_model", 4)]),
+               tf.bfloat16)
+  context = helpers.make_context(mesh, batch_dim, length_dim,
+                                 activation_dtype=tf.bfloat16)
+  y = _layer().call(context, x)
+  assert y.dtype == tf.bfloat16
+  router_var, = [v for v in graph.trainable_variables if "router" in v.name]
+  einsums = [op for op in graph.operations if isinstance(op, mtf.EinsumOperation)]
+  router_matmul, = [op for op in einsums
+                    if router_var.outputs[0] in op.inputs]
+  assert router_matmul.outputs[0].dtype == tf.float32
+  assert all(t.dtype == tf.float32 for t in router_matmul.inputs)
+  softmax_ops = [op for op in graph.operations if "softmax" in op.name
+                 and op.outputs]
+  assert softmax_ops and all(op.outputs[0].dtype == tf.float32
+                             for op in softmax_ops)
+  dims_of = lambda op: set(op.outputs[0].shape.dimension_names)
+  dispatch_einsums = [op for op in einsums
+                      if {"experts_unsplit", "capacity"} <= dims_of(op)
+                      and "d_model" in dims_of(op)]
+  combine_einsums = [op for op in einsums if dims_of(op) ==
+                     {"batch", "group_size", "d_model"}]
+  assert dispatch_einsums and combine_einsums
+  for op in dispatch_einsums + combine_einsums:
+    assert all(t.dtype == tf.bfloat16 for t in op.inputs), op.name
+  metrics = layers.routing_metrics(graph)
+  assert all(m.dtype == tf.float32 for m in metrics.values())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(capacity_factor_train=0.0), r"capacity_factor_train must be > 0"),
+    (dict(capacity_factor_eval=-1.0), r"capacity_factor_eval must be > 0"),
+    (dict(router_policy="softmax"), r"unknown router policy 'softmax'"),
+    (dict(activation="swish"), r"activation must be one of .*'swish'"),
+    (dict(num_experts=0), r"num_experts must be an int >= 1, got 0"),
+    (dict(num_selected_experts=3), r"num_selected_experts .* got 3"),
+    (dict(expert_dropout_rate=1.0), r"expert_dropout_rate must be in"),
+])
+def test_bad_configuration_is_refused_at_construction(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    _layer(**kwargs)
+
+
+def _build(layer, mesh_shape, layout, batch=BATCH, length=LENGTH):
+  tf.reset_default_graph()
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch_dim = mtf.Dimension("batch", batch)
+  length_dim = mtf.Dimension("length", length)
+  x = mtf.random_uniform(mesh, [batch_dim, length_dim,
+                                mtf.Dimension("d_model", 4)])
+  layer.call(helpers.make_context(mesh, batch_dim, length_dim,
+                                  layout=layout, mesh_shape=mesh_shape), x)
+
+
+def test_experts_not_divisible_by_their_mesh_axis_are_refused():
+  with pytest.raises(ValueError, match=r"num_experts=4 .* 3 shards"):
+    _build(_layer(), "batch:1,expert:3", "experts:expert")
+
+
+def test_group_size_that_does_not_split_the_tokens_is_refused():
+  with pytest.raises(ValueError, match=r"group_size=12 .* 32 tokens"):
+    _build(_layer(group_size=12), "", "")
+
+
+def test_groups_that_do_not_split_over_the_batch_axis_are_refused():
+  with pytest.raises(ValueError, match=r"1 groups .* 2 shards of 'batch'"):
+    _build(_layer(group_size=32), "batch:2", "batch:batch")
+
+
+TINY_SWITCH_LM = """
+include 'models/defaults.gin'
+d_model = 8
+d_ff = 8
+num_heads = 2
+d_kv = 4
+num_layers = 1
+dropout_rate = 0.0
+transformer.make_layer_stack.layers = [
+    @transformer_layers.SelfAttention,
+    @mtf_switch.SwitchFeedForward,
+    @transformer_layers.SelfAttention,
+    @transformer_layers.DenseReluDense,
+]
+mtf_switch.SwitchFeedForward.num_experts = 4
+mtf_switch.SwitchFeedForward.hidden_size = 8
+mtf_switch.SwitchFeedForward.group_size = 16
+mtf_switch.SwitchFeedForward.router_policy = "argmax"
+"""
+
+
+def _lm(vocab_size=16, **switch_params):
+  gin.clear_config()
+  gin.parse_config(TINY_SWITCH_LM)
+  for name, value in switch_params.items():
+    gin.bind_parameter("mtf_switch.SwitchFeedForward." + name, value)
+  return transformer.Unitransformer(
+      layer_stack=transformer.make_layer_stack(), input_vocab_size=vocab_size,
+      output_vocab_size=vocab_size, autoregressive=True)
+
+
+def _loss_and_grads(mesh_shape, layout, tokens, variable_values=None):
+  """Loss and gradients of the tiny Switch LM on a (virtual) CPU mesh."""
+  model = _lm()
+  model.layout, model.mesh_shape = layout, mesh_shape
+  tf.reset_default_graph()
+  tf.set_random_seed(0)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  dims = [mtf.Dimension("batch", tokens.shape[0]),
+          mtf.Dimension("length", tokens.shape[1])]
+  targets = helpers.import_array(mesh, tokens, dims)
+  inputs = mtf.shift(targets, offset=1, dim=dims[1], wrap=False)
+  _, loss = model.call_simple(inputs=inputs, targets=targets,
+                              compute_loss=True,
+                              mode=tf.estimator.ModeKeys.TRAIN)
+  variables = graph.trainable_variables
+  grads = mtf.gradients([loss], [v.outputs[0] for v in variables])
+  outputs = {"loss": loss}
+  outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
+  return helpers.run(graph, mesh, outputs, mesh_shape, layout,
+                     variable_values, variables_out=True)
+
+
+@pytest.mark.parametrize("mesh_shape,layout", [
+    # expert + data parallelism on separate mesh axes
+    ("batch:2,expert:2", "batch:batch;experts:expert"),
+    # experts over the data-parallel axis (T5's default "experts:batch")
+    ("batch:2", "batch:batch;experts:batch"),
+    # expert + model parallelism: experts split, and d_ff inside each expert
+    ("expert:2,model:2", "experts:expert;d_ff:model;heads:model"),
+    # expert + model + data
+    ("batch:2,expert:2,model:2",
+     "batch:batch;experts:expert;d_ff:model;heads:model"),
+])
+def test_loss_and_gradients_match_a_single_device(mesh_shape, layout):
+  tokens = helpers.random_tokens(np.random.RandomState(0), 4, 8, 16,
+                                 num_padding=2)
+  single, variables = _loss_and_grads("", "", tokens)
+  split, _ = _loss_and_grads(mesh_shape, layout, tokens, variables)
+  assert set(single) == set(split)
+  np.testing.assert_allclose(split["loss"], single["loss"], rtol=1e-5)
+  for name in single:
+    np.testing.assert_allclose(split[name], single[name], rtol=1e-4,
+                               atol=1e-6, err_msg=name)
+  router_grads = [n for n in single if "router" in n and "grad/" in n]
+  assert router_grads and all(np.abs(single[n]).sum() > 0
+                              for n in router_grads)
+
+
+def test_incremental_decoding_agrees_with_full_sequence_scoring():
+  """Greedy one-token-at-a-time decoding (layers see [batch, d_model]) picks
+  the tokens that the full-sequence pass ranks first."""
+  model = _lm(capacity_factor_eval=4.0)
+  tf.reset_default_graph()
+  tf.set_random_seed(0)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  dims = [mtf.Dimension("batch", 4), mtf.Dimension("length", 8)]
+  prompt = np.zeros((4, 8), np.int32)
+  prompt[:, 0] = [3, 5, 7, 9]
+  decoded = model.sample_autoregressive(
+      helpers.import_array(mesh, prompt, dims), temperature=0.0,
+      never_end=True)
+  logits, _ = model.call_simple(
+      inputs=mtf.shift(decoded, offset=1, dim=dims[1], wrap=False),
+      targets=None, compute_loss=False, mode=tf.estimator.ModeKeys.EVAL)
+  got = helpers.run(graph, mesh, {
+      "decoded": decoded,
+      "best": mtf.argmax(logits, logits.shape.dims[-1])})
+  np.testing.assert_array_equal(got["decoded"][:, 0], prompt[:, 0])
+  np.testing.assert_array_equal(got["decoded"][:, 1:], got["best"][:, 1:])
+
+
+def test_tiny_switch_model_training_loss_falls():
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  history = train.train(steps=40, batch_size=8, length=8, vocab_size=32,
+                        mesh_shape="", layout="", learning_rate=1e-2,
+                        log_every=1000, out=open("/dev/null", "w"))
+  losses = np.array([loss for _, loss in history])
+  assert losses[-5:].mean() < losses[:5].mean() - 0.5, losses
