@@ -52,8 +52,11 @@ def init_scale_scope(init_scale):
 
   def scaled_getter(getter, *args, **kwargs):
     shape = kwargs.get("shape")
-    initializer = kwargs.get("initializer")
-    if shape is not None and len(shape) >= 2 and callable(initializer):
+    if shape is not None and len(shape) >= 2:
+      # None means tf.get_variable's default for float variables (used by
+      # e.g. mtf's relative attention bias).
+      initializer = (kwargs.get("initializer")
+                     or tf.glorot_uniform_initializer())
       kwargs["initializer"] = _scaled_initializer(initializer, factor)
     return getter(*args, **kwargs)
 
