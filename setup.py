@@ -19,7 +19,7 @@ setuptools.setup(
         "mtf_switch.gin_configs": "gin",
         "mtf_switch.tasks": "tasks",
     },
-    package_data={"mtf_switch.gin_configs": ["*.gin", "*/*.gin"]},
+    package_data={"mtf_switch.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
     install_requires=[
         "tensorflow==2.15.1",
         "mesh-tensorflow[transformer]==0.1.21",

@@ -288,13 +288,14 @@ class SwitchFeedForward(transformer.TransformerLayer):
       recorded["%s/%s" % (scope, name)] = value
     if not context.train:
       return
+    # mtf prefixes summary names with the current name scope (the layer's).
     for name, value in metrics.items():
       if value.shape.ndims == 0:
-        mtf.scalar_summary("%s/%s" % (scope, name), value)
+        mtf.scalar_summary(name, value)
     # One summary per expert: readable up to a few dozen experts.
     fractions = metrics["expert_fraction"]
     if self.num_experts <= _MAX_PER_EXPERT_SUMMARIES:
       for i, fraction in enumerate(mtf.split(
           fractions, fractions.shape.dims[0], self.num_experts)):
-        mtf.scalar_summary("%s/expert_fraction/%03d" % (scope, i),
+        mtf.scalar_summary("expert_fraction/%03d" % i,
                            mtf.reduce_sum(fraction))

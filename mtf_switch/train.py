@@ -26,7 +26,7 @@ from mtf_switch import layers
 
 TrainGraph = collections.namedtuple(
     "TrainGraph", ["graph", "inputs", "targets", "loss", "train_op",
-                   "metrics", "init_ops"])
+                   "metrics", "scalars", "init_ops"])
 TrainGraph.__doc__ = """A lowered training step on CPU.
 
 Attributes:
@@ -35,6 +35,9 @@ Attributes:
   loss: float32 scalar tf.Tensor.
   train_op: tf op applying one optimizer step.
   metrics: dict from name to tf.Tensor of the Switch layers' routing metrics.
+  scalars: dict from TensorBoard tag to the tf.Tensor of the loss and of the
+    scalars that the model exported with mtf.scalar_summary (the routing
+    metrics among them).
   init_ops: ops to run once in a new session, in order.
 """
 
@@ -109,10 +112,13 @@ def build_train_graph(model, batch_size, length, mesh_shape="", layout="",
     tf_metrics = {name: lowering.export_to_tf_tensor(value)
                   for name, value in metrics.items()}
     train_op = tf.group([lowering.lowered_operation(op) for op in update_ops])
+    scalars = dict(
+        tf.get_collection(mtf.utils.SCALAR_SUMMARIES_COLLECTION_KEY),
+        loss=tf_loss)
     init_ops = [tf.global_variables_initializer(),
                 lowering.copy_masters_to_slices()]
   return TrainGraph(graph, inputs, targets, tf_loss, train_op, tf_metrics,
-                    init_ops)
+                    scalars, init_ops)
 
 
 def copy_task_batches(batch_size, length, vocab_size, seed=0):
@@ -125,6 +131,12 @@ def copy_task_batches(batch_size, length, vocab_size, seed=0):
   while True:
     tokens = rng.randint(2, vocab_size, size=(batch_size, length))
     yield tokens.astype(np.int32), tokens.astype(np.int32)
+
+
+def scalar_summary(scalars):
+  """A tf.Summary of {tag: number}, for TensorBoard."""
+  return tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(v))
+                           for tag, v in sorted(scalars.items())])
 
 
 def summarize_metrics(values):
@@ -152,8 +164,11 @@ def summarize_metrics(values):
 
 
 def train(steps, batch_size, length, vocab_size, mesh_shape, layout,
-          learning_rate, log_every, out=sys.stdout):
+          learning_rate, log_every, out=sys.stdout, model_dir=None):
   """Trains the gin-configured model on the copy task, logging to `out`.
+
+  With a model_dir, TensorBoard summaries (loss and routing metrics) are
+  written there every log_every steps.
 
   Returns:
     list of (step, loss) pairs, one per step.
@@ -163,6 +178,7 @@ def train(steps, batch_size, length, vocab_size, mesh_shape, layout,
                                  layout, learning_rate)
   batches = copy_task_batches(batch_size, length, vocab_size)
   history = []
+  writer = model_dir and tf.summary.FileWriter(model_dir, step_graph.graph)
   with tf.Session(graph=step_graph.graph) as sess:
     for op in step_graph.init_ops:
       sess.run(op)
@@ -170,10 +186,14 @@ def train(steps, batch_size, length, vocab_size, mesh_shape, layout,
     for step in range(1, steps + 1):
       inputs, targets = next(batches)
       feed = {step_graph.inputs: inputs, step_graph.targets: targets}
-      loss, metrics, _ = sess.run(
-          [step_graph.loss, step_graph.metrics, step_graph.train_op], feed)
+      loss, metrics, scalars, _ = sess.run(
+          [step_graph.loss, step_graph.metrics, step_graph.scalars,
+           step_graph.train_op], feed)
       history.append((step, float(loss)))
       if step % log_every == 0 or step == steps:
+        if writer:
+          writer.add_summary(scalar_summary(scalars), step)
+          writer.flush()
         elapsed = time.time() - start
         print("step %d  loss %.4f  %.2f steps/s  %.0f tokens/s"
               % (step, loss, step / elapsed,
@@ -200,6 +220,8 @@ def main(argv=None):
   parser.add_argument("--mesh_shape", default="batch:1,experts:2")
   parser.add_argument("--layout", default="batch:batch;experts:experts")
   parser.add_argument("--log_every", type=int, default=10)
+  parser.add_argument("--model_dir", default=None,
+                      help="where to write TensorBoard summaries")
   args = parser.parse_args(argv)
   tf.disable_eager_execution()
   gin.parse_config_files_and_bindings(
@@ -210,7 +232,7 @@ def main(argv=None):
            args.steps, args.mesh_shape))
   history = train(args.steps, args.batch_size, args.length, args.vocab_size,
                   args.mesh_shape, args.layout, args.learning_rate,
-                  args.log_every)
+                  args.log_every, model_dir=args.model_dir)
   print("loss: first step %.4f, last step %.4f"
         % (history[0][1], history[-1][1]))
 
