@@ -57,6 +57,35 @@ def _mesh_axis_size(context, dim):
   return 1 if axis is None else mesh_shape.dims[axis].size
 
 
+def choose_group_size(num_tokens, group_size, batch_shards):
+  """The group size the layer uses: `group_size` or the closest below it.
+
+  Groups must not straddle batch shards, so the group size must divide the
+  tokens of one shard; T5's C4 lengths (512 inputs, 114 targets) rarely give
+  a multiple of a power of two.  Like mesh-tensorflow's MoE layers, take the
+  largest divisor of the tokens per shard that is at most `group_size`.
+
+  Args:
+    num_tokens: int, tokens of the layer (batch x length).
+    group_size: int, the requested group size.
+    batch_shards: int, cores the batch is split over.
+
+  Returns:
+    int.
+
+  Raises:
+    ValueError: if the tokens do not split evenly over the batch shards.
+  """
+  if num_tokens % batch_shards:
+    raise ValueError(
+        "%d tokens cannot be split over the %d shards of the batch; use a "
+        "batch size divisible by %d" % (num_tokens, batch_shards,
+                                        batch_shards))
+  tokens_per_shard = num_tokens // batch_shards
+  return max(d for d in range(1, min(group_size, tokens_per_shard) + 1)
+             if tokens_per_shard % d == 0)
+
+
 @gin.configurable(module="mtf_switch")
 class SwitchFeedForward(transformer.TransformerLayer):
   """Sparse feed-forward layer: top-1 Switch routing or the top-2 MoE.
@@ -88,8 +117,9 @@ class SwitchFeedForward(transformer.TransformerLayer):
       activation: "relu" or "geglu" (gated GELU, Shazeer 2020).
       num_selected_experts: 1 for Switch, 2 for the top-2 MoE baseline.
       group_size: int, tokens routed together; the group's tokens compete
-        for the experts' capacity.  Capped at the tokens of the layer (e.g.
-        in incremental decoding).
+        for the experts' capacity.  Lowered to the closest size that splits
+        the tokens of each batch shard (see `choose_group_size`), e.g. in
+        incremental decoding.
       capacity_factor_train: float > 0, capacity factor in training.
       capacity_factor_eval: float > 0, capacity factor otherwise.
       min_capacity: int >= 1, the smallest expert capacity.
@@ -227,28 +257,16 @@ class SwitchFeedForward(transformer.TransformerLayer):
       nonpadding: [groups, group_size] float32, or None (no padding).
 
     Raises:
-      ValueError: if the tokens do not split into groups of group_size, or
-        the groups do not split over the batch's mesh axis.
+      ValueError: if the tokens do not split evenly over the batch's mesh
+        axis.
     """
     outer_dims = x.shape.dims[:-1]
-    num_tokens = mtf.Shape(outer_dims).size
-    group_size = min(self.group_size, num_tokens)
-    if num_tokens % group_size:
-      divisors = [d for d in range(1, num_tokens + 1) if num_tokens % d == 0]
-      raise ValueError(
-          "group_size=%d does not split the %d tokens of %s into whole "
-          "groups; use a divisor of %d, e.g. %s"
-          % (self.group_size, num_tokens, x.shape, num_tokens,
-             [d for d in divisors if d <= self.group_size][-3:]))
     batch_dim = outer_dims[0]
-    groups_dim = mtf.Dimension(batch_dim.name, num_tokens // group_size)
-    batch_split = _mesh_axis_size(context, batch_dim)
-    if groups_dim.size % batch_split:
-      raise ValueError(
-          "%d groups of group_size=%d cannot be split over the %d shards "
-          "of %r; use a group_size that leaves a multiple of %d groups"
-          % (groups_dim.size, group_size, batch_split, batch_dim.name,
-             batch_split))
+    group_size = choose_group_size(mtf.Shape(outer_dims).size,
+                                   self.group_size,
+                                   _mesh_axis_size(context, batch_dim))
+    groups_dim = mtf.Dimension(batch_dim.name,
+                               mtf.Shape(outer_dims).size // group_size)
     group_size_dim = mtf.Dimension("group_size", group_size)
     grouped = mtf.reshape(x, [groups_dim, group_size_dim, x.shape.dims[-1]])
     nonpadding = context.nonpadding

@@ -26,6 +26,7 @@ from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
 import mtf_switch  # noqa: F401  (gin search path, configurables)
+from mtf_switch import layers
 
 ModelSize = collections.namedtuple("ModelSize", [
     "total_params", "expert_params", "non_expert_params", "flops_per_seq",
@@ -54,6 +55,18 @@ def _attention_score_flops(name, size, d_model, input_length, target_length):
   memory_length = (input_length if "EncDecAttention" in name
                    else query_length)
   return 2 * query_length * memory_length * (size // d_model)
+
+
+def _experts_per_token(model):
+  """The (common) num_selected_experts of the model's Switch layers."""
+  choices = {layer.num_selected_experts
+             for stack in (model.encoder.layer_stack, model.decoder.layer_stack)
+             for layer in stack.layers
+             if isinstance(layer, layers.SwitchFeedForward)}
+  if len(choices) > 1:
+    raise ValueError("Switch layers with different num_selected_experts %s "
+                     "are not supported by the counter" % sorted(choices))
+  return choices.pop() if choices else 0
 
 
 def build_variables(batch_size, input_length, target_length, vocab_size,
@@ -102,9 +115,7 @@ def count(mesh_shape="", layout="", input_length=512, target_length=114,
   variables, model = build_variables(batch_size, input_length, target_length,
                                      vocab_size, mesh_shape, layout_rules)
   d_model = model.encoder.model_dim.size
-  top_k = gin.query_parameter(
-      "mtf_switch.SwitchFeedForward.num_selected_experts") if any(
-          "experts" in v.shape.dimension_names for v in variables) else 0
+  top_k = _experts_per_token(model)
 
   total = expert = flops = router_flops = 0
   per_core_bytes = 0

@@ -195,14 +195,37 @@ def test_experts_not_divisible_by_their_mesh_axis_are_refused():
     _build(_layer(), "batch:1,expert:3", "experts:expert")
 
 
-def test_group_size_that_does_not_split_the_tokens_is_refused():
-  with pytest.raises(ValueError, match=r"group_size=12 .* 32 tokens"):
-    _build(_layer(group_size=12), "", "")
+@pytest.mark.parametrize("tokens,requested,shards,chosen", [
+    (32, 8, 1, 8),          # divides: kept
+    (32, 12, 1, 8),         # largest divisor below
+    (4, 1024, 1, 4),        # incremental decoding: one token per sequence
+    (32 * 114, 1024, 32, 114),   # C4 targets on 32 cores
+    (32 * 512, 1024, 32, 512),   # C4 inputs on 32 cores
+])
+def test_choose_group_size(tokens, requested, shards, chosen):
+  assert layers.choose_group_size(tokens, requested, shards) == chosen
 
 
-def test_groups_that_do_not_split_over_the_batch_axis_are_refused():
-  with pytest.raises(ValueError, match=r"1 groups .* 2 shards of 'batch'"):
-    _build(_layer(group_size=32), "batch:2", "batch:batch")
+def test_tokens_that_do_not_split_over_the_batch_axis_are_refused():
+  with pytest.raises(ValueError, match=r"6 tokens .* 4 shards"):
+    layers.choose_group_size(6, 4, 4)
+
+
+def test_groups_follow_the_batch_split():
+  tf.reset_default_graph()
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch_dim, length_dim = mtf.Dimension("batch", 4), mtf.Dimension("length", 8)
+  x = mtf.random_uniform(mesh, [batch_dim, length_dim,
+                                mtf.Dimension("d_model", 4)])
+  context = helpers.make_context(mesh, batch_dim, length_dim,
+                                 layout="batch:batch", mesh_shape="batch:4")
+  _layer(group_size=32).call(context, x)
+  router_output_shapes = [op.outputs[0].shape.to_integer_list
+                          for op in graph.operations
+                          if "router" in op.name and op.outputs]
+  # 32 tokens over 4 batch shards: groups of 8, one per shard.
+  assert [4, 8, 4] in router_output_shapes
 
 
 TINY_SWITCH_LM = """
