@@ -20,6 +20,10 @@ setuptools.setup(
         "mtf_switch.tasks": "tasks",
     },
     package_data={"mtf_switch.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
+    entry_points={"console_scripts": [
+        "mtf_switch_mesh_transformer = "
+        "mtf_switch.mesh_transformer_main:console_entry_point",
+    ]},
     install_requires=[
         "tensorflow==2.15.1",
         "mesh-tensorflow[transformer]==0.1.21",

@@ -11,8 +11,8 @@ init_scale.  Rank-0/1 variables (layer-norm scales, biases) keep theirs.
 
 Use with gin:
 
-  make_bitransformer.bitransformer_cls = @mtf_switch.Bitransformer
-  mtf_switch.Bitransformer.init_scale = 0.1
+  make_bitransformer.bitransformer_cls = @mtf_switch.ScaledInitBitransformer
+  mtf_switch.ScaledInitBitransformer.init_scale = 0.1
 """
 import contextlib
 import math
@@ -66,7 +66,7 @@ def init_scale_scope(init_scale):
 
 
 @gin.configurable(module="mtf_switch")
-class Bitransformer(transformer.Bitransformer):
+class ScaledInitBitransformer(transformer.Bitransformer):
   """mtf's Bitransformer with a gin-configurable weight init scale."""
 
   def __init__(self, encoder, decoder, shared_embedding=True,
@@ -84,7 +84,7 @@ class Bitransformer(transformer.Bitransformer):
 
 
 @gin.configurable(module="mtf_switch")
-class Unitransformer(transformer.Unitransformer):
+class ScaledInitUnitransformer(transformer.Unitransformer):
   """mtf's Unitransformer (e.g. a decoder-only LM) with an init scale."""
 
   def __init__(self, *args, init_scale=1.0, **kwargs):

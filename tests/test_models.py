@@ -39,9 +39,9 @@ def _initial_weights(init_scale):
   """Initial values of the tiny Switch Bitransformer's variables."""
   gin.clear_config()
   gin.parse_config_file("models/switch_tiny.gin")
-  gin.bind_parameter("mtf_switch.Bitransformer.init_scale", init_scale)
+  gin.bind_parameter("mtf_switch.ScaledInitBitransformer.init_scale", init_scale)
   model = train.make_model(32, "", "")
-  assert isinstance(model, models.Bitransformer)
+  assert isinstance(model, models.ScaledInitBitransformer)
   tf.reset_default_graph()
   tf.set_random_seed(0)
   graph = mtf.Graph()
