@@ -31,6 +31,7 @@ ZOO = {
         "encoder/block_000/layer_001/SwitchFeedForward/wi/kernel":
             [1, 2080, 6144]}),
     "switch_tiny": ("cpu_expert_data_2", {}),
+    "dense_tiny": ("cpu_data_2", {}),
 }
 ZOO.update(("switch_base_%d" % n, ("expert_data_32" if n >= 32 else "data_32",
                                    {})) for n in (2, 4, 8, 16, 32, 64, 256))
@@ -99,6 +100,13 @@ def test_zoo_model_builds_under_its_layout(model):
   for suffix, per_core in shard_shapes.items():
     (name,) = [n for n in size.shard_shapes if n.endswith(suffix)]
     assert size.shard_shapes[name][1] == per_core, name
+
+
+def test_tiny_switch_model_is_flop_matched_to_the_tiny_dense_model():
+  dense = _size("dense_tiny", "cpu_data_2")
+  switch = _size("switch_tiny", "cpu_expert_data_2")
+  assert switch.flops_per_seq == dense.flops_per_seq
+  assert switch.expert_params == 2 * 4 * 2 * 64 * 128
 
 
 def test_switch_flops_match_their_dense_twin_and_top2_doubles_experts():
