@@ -19,7 +19,8 @@ setuptools.setup(
         "mtf_switch.gin_configs": "gin",
         "mtf_switch.tasks": "tasks",
     },
-    package_data={"mtf_switch.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
+    package_data={"mtf_switch": ["vocab/*.model"],
+                  "mtf_switch.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
     entry_points={"console_scripts": [
         "mtf_switch_mesh_transformer = "
         "mtf_switch.mesh_transformer_main:console_entry_point",
