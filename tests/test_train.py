@@ -1,9 +1,12 @@
-"""End-to-end tests of the main job and of the installed package."""
+"""The main job: its pieces, and the command end to end (kill and resume)."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import gin
+import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -27,10 +30,9 @@ def test_summarize_metrics_prints_one_line_per_layer():
 def test_training_step_writes_routing_summaries_for_tensorboard():
   gin.clear_config()
   gin.parse_config_file("models/switch_tiny.gin")
-  step = train.build_train_graph(train.make_model(32, "", ""), 2, 8)
-  with tf.Session(graph=step.graph) as sess:
-    for op in step.init_ops:
-      sess.run(op)
+  step = train.build_step_graph(train.make_model(32, "", ""), 2, 8, 8)
+  sess, _ = train.start_session(step, None)
+  with sess:
     tokens = np.full((2, 8), 5, np.int32)
     scalars = sess.run(step.scalars, {step.inputs: tokens,
                                       step.targets: tokens})
@@ -46,37 +48,87 @@ def test_training_step_writes_routing_summaries_for_tensorboard():
         rtol=1e-5)
 
 
-def _run(args, cwd):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable] + args, cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=600)
+def test_checkpoint_restores_the_same_weights_on_another_mesh(tmp_path):
+  """Checkpoints hold master weights: a 2-device run resumes a 1-device one
+  with identical evaluation."""
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  tokens = np.random.RandomState(0).randint(2, 32, (4, 8)).astype(np.int32)
+
+  def step_graph(mesh_shape, layout, train_mode):
+    model = train.make_model(32, mesh_shape, layout)
+    return train.build_step_graph(model, 4, 8, 8, mesh_shape, layout,
+                                  train=train_mode)
+
+  def evaluate(mesh_shape, layout, model_dir):
+    step = step_graph(mesh_shape, layout, False)
+    sess, _ = train.start_session(step, model_dir)
+    with sess:
+      return sess.run(step.token_log_likelihood,
+                      {step.inputs: tokens, step.targets: tokens})
+
+  step = step_graph("", "", True)
+  sess, _ = train.start_session(step, None)
+  with sess:
+    for _ in range(3):
+      sess.run(step.train_op, {step.inputs: tokens, step.targets: tokens})
+    train.save(sess, step, str(tmp_path))
+  untrained = evaluate("", "", None)
+  one_device = evaluate("", "", str(tmp_path))
+  # Batch unsplit, so the groups (and the capacity) are those of one device.
+  four_devices = evaluate("expert:2,model:2",
+                          "experts:expert;d_ff:model;heads:model",
+                          str(tmp_path))
+  assert one_device > untrained
+  np.testing.assert_allclose(four_devices, one_device, rtol=1e-5)
+
+
+def _main_job(model_dir, *args):
+  return subprocess.Popen(
+      [sys.executable, "-m", "mtf_switch.train", "--model_dir", model_dir,
+       "--log_every", "10", "--save_every", "10"] + list(args),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def _finish(process):
+  out, err = process.communicate(timeout=900)
+  assert process.returncode == 0, err[-3000:]
+  return out
+
+
+def _perplexities(out):
+  return [float(line.rsplit(":", 1)[1]) for line in out.splitlines()
+          if line.startswith("validation neg. log perplexity")]
 
 
 @pytest.mark.slow
-def test_main_job_prints_progress_loss_and_routing_metrics(tmp_path):
-  result = _run(["-m", "mtf_switch.train", "--steps", "20", "--log_every",
-                 "10", "--mesh_shape", "batch:2,experts:2", "--layout",
-                 "batch:batch;experts:experts", "--model_dir",
-                 str(tmp_path / "run")], cwd=tmp_path)
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = result.stdout
-  assert "step 10  loss" in out and "step 20  loss" in out
-  assert "tokens/s" in out
-  assert out.count("SwitchFeedForward: dropped") == 4  # 2 layers x 2 logs
-  first, last = out.split("loss: first step ")[1].split(", last step ")
-  assert float(last) < float(first)
-  events, = (tmp_path / "run").glob("events.out.tfevents.*")
-  tags = {v.tag for e in tf.train.summary_iterator(str(events))
+def test_main_job_trains_checkpoints_and_resumes_after_a_kill(tmp_path):
+  model_dir = str(tmp_path / "run")
+  out = _finish(_main_job(model_dir, "--steps", "40"))
+  assert "step 10/40  loss" in out and "tokens/s" in out
+  assert out.count("SwitchFeedForward: dropped") == 8  # 2 layers x 4 logs
+  before, after = _perplexities(out)
+  assert after > before + 0.5  # log perplexity falls by at least 0.5 nat
+  events = [f for f in os.listdir(model_dir) if "tfevents" in f]
+  tags = {v.tag for f in events
+          for e in tf.train.summary_iterator(os.path.join(model_dir, f))
           for v in e.summary.value}
-  assert "loss" in tags
   assert any(t.endswith("SwitchFeedForward/dropped_fraction") for t in tags)
 
-
-@pytest.mark.slow
-def test_fresh_interpreter_imports_mtf_and_finds_gin_files_by_name(tmp_path):
-  code = ("import mtf_switch, gin, mesh_tensorflow.transformer;"
-          "gin.parse_config_file('models/switch_tiny.gin');"
-          "print(gin.query_parameter('mtf_switch.SwitchFeedForward.group_size'))")
-  result = _run(["-c", code], cwd=tmp_path)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.strip().splitlines()[-1] == "64"
+  # Killed mid-run, started again: it continues from its last checkpoint.
+  process = _main_job(model_dir, "--steps", "400")
+  deadline = time.time() + 600
+  while not tf.train.latest_checkpoint(model_dir).endswith("-60"):
+    assert time.time() < deadline and process.poll() is None
+    time.sleep(0.5)
+  process.send_signal(signal.SIGKILL)
+  process.communicate()
+  out = _finish(_main_job(model_dir, "--steps", "70"))
+  resumed_at = int(out.split("resuming from ")[1].split("(step ")[1]
+                   .split(")")[0])
+  assert 60 <= resumed_at < 70
+  assert "step %d/70" % (resumed_at + 1) not in out  # logs at multiples of 10
+  assert "step 70/70" in out
+  assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-70")
+  assert _perplexities(out)[-1] > before + 0.5
