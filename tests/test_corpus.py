@@ -1,0 +1,70 @@
+"""The offline default corpus and its shipped vocabulary."""
+import hashlib
+import json
+import os
+
+import helpers  # noqa: F401  (graph mode, compat shim)
+import pytest
+import seqio
+import sentencepiece as spm
+
+from mtf_switch import corpus
+
+
+def test_collect_skips_and_counts_empty_and_duplicate_documents():
+  docs = ["alpha", "", "  \n ", "beta", "alpha", "gamma"]
+  splits, counts = corpus.collect(docs)
+  assert counts == {"seen": 6, "empty": 2, "duplicates": 1,
+                    "train": counts["train"],
+                    "validation": counts["validation"]}
+  assert sorted(splits["train"] + splits["validation"]) == [
+      "alpha", "beta", "gamma"]
+
+
+def test_split_is_a_function_of_the_text_alone():
+  texts = ["document %d" % i for i in range(2000)]
+  for text in texts[:50]:
+    bucket = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 100
+    assert (corpus.split_of(text) == "validation") == (bucket < 2)
+  share = sum(corpus.split_of(t) == "validation" for t in texts) / len(texts)
+  assert 0.01 < share < 0.03
+
+
+@pytest.mark.slow
+def test_two_builds_give_identical_bytes_and_disjoint_splits(tmp_path):
+  first = corpus.build(str(tmp_path / "a"))
+  second = corpus.build(str(tmp_path / "b"))
+  assert first == second
+  for split in corpus.SPLITS:
+    a = open(tmp_path / "a" / (split + ".tfrecord"), "rb").read()
+    b = open(tmp_path / "b" / (split + ".tfrecord"), "rb").read()
+    assert a == b and a
+  train = set(corpus.read_split(str(tmp_path / "a"), "train"))
+  validation = set(corpus.read_split(str(tmp_path / "a"), "validation"))
+  assert len(train) == first["train"] > 10000
+  assert len(validation) == first["validation"] > 100
+  assert not train & validation
+  manifest = json.load(open(tmp_path / "a" / "manifest.json"))
+  assert manifest["sha256"] == first["sha256"]
+  assert manifest["empty"] >= 0 and manifest["duplicates"] > 0
+
+
+def test_shipped_vocabulary_round_trips_with_t5_ids_and_sentinels():
+  processor = spm.SentencePieceProcessor(model_file=corpus.VOCABULARY_PATH)
+  assert (processor.pad_id(), processor.eos_id(), processor.unk_id()) == (
+      0, 1, 2)
+  vocabulary = seqio.SentencePieceVocabulary(corpus.VOCABULARY_PATH,
+                                             extra_ids=100)
+  assert vocabulary.vocab_size == processor.get_piece_size() + 100
+  text = "Return the number of items in a container."
+  assert vocabulary.decode(vocabulary.encode(text)) == text
+  # Short: the vocabulary was trained on docstrings.
+  assert len(vocabulary.encode(text)) <= 12
+
+
+def test_ensure_built_reuses_a_built_corpus(tmp_path):
+  out_dir = tmp_path / corpus.CORPUS_NAME
+  out_dir.mkdir()
+  (out_dir / "manifest.json").write_text("{}")
+  assert corpus.ensure_built(str(tmp_path)) == str(out_dir)
+  assert os.listdir(out_dir) == ["manifest.json"]
