@@ -20,13 +20,13 @@ from mtf_switch import compat  # noqa: F401  (before mesh_tensorflow)
 import gin
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
-import numpy as np
 import seqio
 import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
 import mtf_switch  # noqa: F401  (gin search path, configurables)
 from mtf_switch import layers
+from mtf_switch import tasks
 
 StepGraph = collections.namedtuple(
     "StepGraph", ["graph", "inputs", "targets", "loss", "train_op",
@@ -207,7 +207,6 @@ def task_batches(task_name, split, batch_size, input_length, target_length,
     skip_batches: batches to skip (a resumed run continues the data).
     seed: shuffle seed.
   """
-  from mtf_switch import tasks  # pylint: disable=g-import-not-at-top
   lengths = {"inputs": input_length, "targets": target_length}
   dataset = tasks.get_task_or_mixture(task_name).get_dataset(
       lengths, split=split, shuffle=repeat, seed=seed, use_cached=False,
@@ -345,7 +344,6 @@ def main(argv=None):
   parser.add_argument("--save_every", type=int, default=100)
   args = parser.parse_args(argv)
   tf.disable_eager_execution()
-  from mtf_switch import tasks  # pylint: disable=g-import-not-at-top
   task = tasks.get_task_or_mixture(args.task)
   vocab_size = task.output_features["targets"].vocabulary.vocab_size
   gin_files = args.gin_file or ["models/switch_tiny.gin"]
@@ -354,17 +352,18 @@ def main(argv=None):
   print("training %s on %s for %d steps, mesh %r, in %s" % (
       " + ".join(gin_files), args.task, args.steps, args.mesh_shape,
       args.model_dir))
-  shape = (model, args.model_dir, args.task, args.batch_size,
-           args.input_length, args.target_length, args.mesh_shape,
-           args.layout)
+  data = dict(task_name=args.task, batch_size=args.batch_size,
+              input_length=args.input_length,
+              target_length=args.target_length, mesh_shape=args.mesh_shape,
+              layout=args.layout)
   if not tf.train.latest_checkpoint(args.model_dir):
     print("validation neg. log perplexity before training: %.4f"
-          % evaluate(model, None, *shape[2:]))
-  train(model, args.model_dir, args.task, args.steps, args.batch_size,
-        args.input_length, args.target_length, args.mesh_shape, args.layout,
-        args.learning_rate, args.log_every, args.save_every)
+          % evaluate(model, None, **data))
+  train(model, args.model_dir, steps=args.steps,
+        learning_rate=args.learning_rate, log_every=args.log_every,
+        save_every=args.save_every, **data)
   print("validation neg. log perplexity after %d steps: %.4f"
-        % (args.steps, evaluate(*shape)))
+        % (args.steps, evaluate(model, args.model_dir, **data)))
 
 
 if __name__ == "__main__":
