@@ -20,6 +20,7 @@ import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import dispatch
 from mtf_switch import routing
 
 # mtf.Graph -> {metric name: mtf.Tensor}; see `routing_metrics`.
@@ -28,6 +29,11 @@ _METRICS = weakref.WeakKeyDictionary()
 # Above this many experts a layer exports only the max and min of its
 # per-expert token fractions to TensorBoard.
 _MAX_PER_EXPERT_SUMMARIES = 64
+
+# How tokens reach their expert slots: one-hot einsums (the TPU default, as
+# mesh-tensorflow's MoE) or by index (mtf_switch.dispatch: gather and
+# segment sums, no multiplications by zero).
+DISPATCH_MODES = ("einsum", "index")
 
 # GEGLU: a GELU branch times a linear branch (the paper's T5 models).
 ACTIVATIONS = {"relu": "relu", "geglu": ["gelu", "linear"]}
@@ -108,7 +114,8 @@ class SwitchFeedForward(transformer.TransformerLayer):
                z_loss_coef=0.0,
                router_policy="input_jitter",
                jitter_eps=1e-2,
-               router_dropout_rate=0.1):
+               router_dropout_rate=0.1,
+               dispatch_mode="einsum"):
     """Creates a SwitchFeedForward.
 
     Args:
@@ -131,6 +138,7 @@ class SwitchFeedForward(transformer.TransformerLayer):
       router_policy: one of `routing.POLICIES` (Table 11: input_jitter).
       jitter_eps: epsilon of the input_jitter policy.
       router_dropout_rate: dropout rate of the input_dropout policy.
+      dispatch_mode: one of DISPATCH_MODES.
 
     Raises:
       ValueError: on a bad value, naming it and what would be right.
@@ -160,6 +168,10 @@ class SwitchFeedForward(transformer.TransformerLayer):
                          % (name, factor))
     if min_capacity < 1:
       raise ValueError("min_capacity must be >= 1, got %r" % (min_capacity,))
+    if dispatch_mode not in DISPATCH_MODES:
+      raise ValueError("dispatch_mode must be one of %s, got %r"
+                       % (DISPATCH_MODES, dispatch_mode))
+    self.dispatch_mode = dispatch_mode
     self.num_experts = num_experts
     self.hidden_size = hidden_size
     self.activation = activation
@@ -200,15 +212,14 @@ class SwitchFeedForward(transformer.TransformerLayer):
         logits, self.num_selected_experts, capacity, nonpadding=nonpadding,
         policy=self.router_policy, train=context.train,
         activation_dtype=x.dtype, aux_loss_coef=self.aux_loss_coef,
-        z_loss_coef=self.z_loss_coef)
+        z_loss_coef=self.z_loss_coef,
+        one_hot_tensors=self.dispatch_mode == "einsum")
     self._record(context, instructions.metrics)
-    capacity_dim = instructions.dispatch.shape.dims[-1]
+    capacity_dim = mtf.Dimension("capacity", capacity)
 
     # [experts_unsplit, groups, capacity, d_model]
-    expert_inputs = mtf.einsum(
-        [grouped, instructions.dispatch],
-        output_shape=[routed_experts_dim, groups_dim, capacity_dim,
-                      model_dim])
+    expert_inputs = self._dispatch(grouped, instructions, routed_experts_dim,
+                                   capacity_dim)
     # Same values, the split moved from the groups to the experts: under
     # expert parallelism this is the all-to-all of Section 2.2 / Figure 9.
     # [experts, groups_unsplit, capacity, d_model]
@@ -222,9 +233,27 @@ class SwitchFeedForward(transformer.TransformerLayer):
         expert_outputs, [routed_experts_dim, groups_dim, capacity_dim,
                          model_dim])
     # [groups, group_size, d_model]
-    outputs = mtf.einsum([expert_outputs, instructions.combine],
-                         output_shape=[groups_dim, group_size_dim, model_dim])
+    outputs = self._combine(expert_outputs, instructions, group_size_dim)
     return mtf.reshape(outputs, x.shape)
+
+  def _dispatch(self, grouped, instructions, experts_dim, capacity_dim):
+    """[groups, group_size, d_model] -> [experts, groups, capacity, d_model]."""
+    if self.dispatch_mode == "index":
+      return dispatch.dispatch(grouped, instructions.assignments, experts_dim,
+                               capacity_dim)
+    groups_dim, _, model_dim = grouped.shape.dims
+    return mtf.einsum(
+        [grouped, instructions.dispatch],
+        output_shape=[experts_dim, groups_dim, capacity_dim, model_dim])
+
+  def _combine(self, expert_outputs, instructions, group_size_dim):
+    """[experts, groups, capacity, d_model] -> [groups, group_size, d_model]."""
+    if self.dispatch_mode == "index":
+      return dispatch.combine(expert_outputs, instructions.assignments,
+                              group_size_dim)
+    _, groups_dim, _, model_dim = expert_outputs.shape.dims
+    return mtf.einsum([expert_outputs, instructions.combine],
+                      output_shape=[groups_dim, group_size_dim, model_dim])
 
   def _experts(self, context, expert_inputs, experts_dim):
     """The experts' FFNs: [experts, groups, capacity, d_model] both ways."""

@@ -27,14 +27,27 @@ POLICIES = ("argmax", "input_jitter", "input_dropout", "sample")
 # Small positive number that keeps renormalized top-2 gates finite.
 _EPSILON = 1e-9
 
+Assignment = collections.namedtuple(
+    "Assignment", ["expert_index", "position", "fits", "gate"])
+Assignment.__doc__ = """One choice (first or second) of every token, by index.
+
+Attributes (all [groups, group_size]):
+  expert_index: int32, the chosen expert.
+  position: int32, the slot in that expert's buffer (may be >= capacity).
+  fits: float32, 1 if the token got its slot, 0 if dropped or padding.
+  gate: float32, the gate value (renormalized over the choices for top-2).
+"""
+
 RoutingInstructions = collections.namedtuple(
-    "RoutingInstructions", ["dispatch", "combine", "metrics"])
+    "RoutingInstructions", ["dispatch", "combine", "metrics", "assignments"])
 RoutingInstructions.__doc__ = """What a layer needs to move tokens to experts.
 
 Attributes:
   dispatch: [groups, group_size, experts, capacity], activation dtype; 1 where
-    a token takes a slot of an expert's buffer, else 0.
+    a token takes a slot of an expert's buffer, else 0 (None unless asked).
   combine: same shape as dispatch; the gate value where dispatch is 1.
+  assignments: list of Assignment, one per choice: the same routing by
+    index (see mtf_switch.dispatch).
   metrics: dict of float32 scalars (and `expert_fraction`, [experts]):
     aux_loss (already scaled by its coefficient), z_loss (scaled; 0 when
     off), dropped_fraction, router_confidence, router_entropy,
@@ -134,7 +147,7 @@ def _gumbel_noise(like):
 
 def route(logits, num_selected_experts, capacity, nonpadding=None,
           policy="argmax", train=False, activation_dtype=tf.float32,
-          aux_loss_coef=1e-2, z_loss_coef=0.0):
+          aux_loss_coef=1e-2, z_loss_coef=0.0, one_hot_tensors=True):
   """Assigns tokens to experts and builds dispatch/combine and the losses.
 
   Top-1 (Switch, Section 2.1) or top-2 (the MoE baseline, gates renormalized
@@ -157,6 +170,8 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
     activation_dtype: dtype of the returned dispatch and combine tensors.
     aux_loss_coef: alpha of the load-balancing loss (Section 2.2).
     z_loss_coef: coefficient of the router z-loss (ST-MoE); 0 turns it off.
+    one_hot_tensors: build the dense dispatch and combine tensors (for the
+      einsum path); otherwise they are None.
 
   Returns:
     RoutingInstructions.
@@ -180,7 +195,7 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
   if train and policy == "sample":
     scores += _gumbel_noise(logits)
 
-  gates, masks, positions = [], [], []
+  indices, gates, masks, positions = [], [], [], []
   # [groups, experts]: slots already taken by earlier choices.
   taken = mtf.zeros(logits.mesh, [groups_dim, experts_dim], tf.float32)
   for _ in range(num_selected_experts):
@@ -190,6 +205,7 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
     mask = mtf.one_hot(index, experts_dim, dtype=tf.float32) * nonpadding
     position = mtf.cumsum(mask, group_size_dim, exclusive=True) + taken
     taken += mtf.reduce_sum(mask, reduced_dim=group_size_dim)
+    indices.append(index)
     gates.append(mtf.reduce_sum(probs * mask, reduced_dim=experts_dim))
     masks.append(mask)
     positions.append(mtf.reduce_sum(position * mask, reduced_dim=experts_dim))
@@ -198,20 +214,22 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
     total = gates[0] + gates[1] + _EPSILON
     gates = [g / total for g in gates]
 
-  dispatch = mtf.zeros(logits.mesh, [groups_dim, group_size_dim, experts_dim,
-                                     capacity_dim], tf.float32)
-  combine = dispatch
+  assignments = []
   kept = mtf.zeros(logits.mesh, [groups_dim, group_size_dim], tf.float32)
-  for gate, mask, position in zip(gates, masks, positions):
-    # [groups, group_size]: 1 iff the token found a slot.
-    fits = mtf.to_float(mtf.less(position, float(capacity)))
-    # one_hot of an index >= capacity is all zeros, so dropped tokens get
-    # no slot; `fits` makes that explicit.
-    slot = mask * fits * mtf.one_hot(mtf.to_int32(position), capacity_dim,
-                                     dtype=tf.float32)
-    dispatch += slot
-    combine += slot * gate
-    kept += mtf.reduce_sum(mask, reduced_dim=experts_dim) * fits
+  for index, gate, mask, position in zip(indices, gates, masks, positions):
+    # [groups, group_size]: 1 iff the token found a slot (never padding).
+    fits = (mtf.reduce_sum(mask, reduced_dim=experts_dim) *
+            mtf.to_float(mtf.less(position, float(capacity))))
+    kept += fits
+    assignments.append(Assignment(
+        expert_index=index,
+        position=mtf.to_int32(position), fits=fits, gate=gate))
+  dispatch = combine = None
+  if one_hot_tensors:
+    dispatch, combine = one_hot_instructions(assignments, experts_dim,
+                                             capacity_dim)
+    dispatch = mtf.cast(dispatch, activation_dtype)
+    combine = mtf.cast(combine, activation_dtype)
 
   num_tokens = mtf.maximum(mtf.reduce_sum(nonpadding), 1.0)
   metrics = router_metrics(logits, probs, masks[0], kept, nonpadding,
@@ -220,10 +238,25 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
       probs, masks[0], nonpadding, num_tokens)
   metrics["z_loss"] = z_loss_coef * router_z_loss(logits, nonpadding,
                                                   num_tokens)
-  return RoutingInstructions(
-      dispatch=mtf.cast(dispatch, activation_dtype),
-      combine=mtf.cast(combine, activation_dtype),
-      metrics=metrics)
+  return RoutingInstructions(dispatch=dispatch, combine=combine,
+                             metrics=metrics, assignments=assignments)
+
+
+def one_hot_instructions(assignments, experts_dim, capacity_dim):
+  """Dense float32 dispatch and combine tensors from the assignments.
+
+  Returns:
+    (dispatch, combine), [groups, group_size, experts, capacity] each.
+  """
+  dispatch = combine = 0
+  for a in assignments:
+    # one_hot of a position >= capacity is all zeros; `fits` also zeroes
+    # padding and dropped tokens.
+    slot = (mtf.one_hot(a.expert_index, experts_dim, dtype=tf.float32) *
+            mtf.one_hot(a.position, capacity_dim, dtype=tf.float32) * a.fits)
+    dispatch += slot
+    combine += slot * a.gate
+  return dispatch, combine
 
 
 def load_balancing_loss(probs, top1_mask, nonpadding, num_tokens):

@@ -174,6 +174,7 @@ def test_bfloat16_model_keeps_router_in_float32():
     (dict(num_experts=0), r"num_experts must be an int >= 1, got 0"),
     (dict(num_selected_experts=3), r"num_selected_experts .* got 3"),
     (dict(expert_dropout_rate=1.0), r"expert_dropout_rate must be in"),
+    (dict(dispatch_mode="scatter"), r"dispatch_mode must be one of .*'scatter'"),
 ])
 def test_bad_configuration_is_refused_at_construction(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -261,9 +262,10 @@ def _lm(vocab_size=16, **switch_params):
       output_vocab_size=vocab_size, autoregressive=True)
 
 
-def _loss_and_grads(mesh_shape, layout, tokens, variable_values=None):
+def _loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
+                    switch=None):
   """Loss and gradients of the tiny Switch LM on a (virtual) CPU mesh."""
-  model = _lm()
+  model = _lm(**(switch or {}))
   model.layout, model.mesh_shape = layout, mesh_shape
   tf.reset_default_graph()
   tf.set_random_seed(0)

@@ -1,0 +1,199 @@
+r"""Training-step time and memory: dense vs Switch (einsum, index) vs mtf MoE1D.
+
+One command measures, side by side in one run, a decoder-only language model
+(d_model 256, d_ff 1024, 4 layers of which 2 are sparse, 16 x 256 tokens per
+step, Adafactor) in these variants, all FLOP-matched:
+
+  dense          every FFN is mtf's DenseReluDense
+  switch_einsum  mtf_switch.SwitchFeedForward, one-hot einsum dispatch
+  switch_index   mtf_switch.SwitchFeedForward, dispatch by index
+  mtf_moe1d      mesh-tensorflow's MoE1D with switch gating
+
+for experts in {8, 32, 128}, group size in {256, 1024, 4096}, capacity
+factor 1.25 (and 1.0 at group size 1024).  Each measurement runs in its own
+process (so peak memory is its own): median step time over --steps steps
+after --warmup steps, tokens/s, and peak RSS.  Variants of one shape run
+back to back and the dense model is measured again before each shape, so
+that the machine's drift hits all alike.
+
+  python benchmarks/dispatch.py --out benchmarks/results
+
+writes results.json, results.csv and results.png (step time relative to the
+dense model).
+"""
+import argparse
+import csv
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+D_MODEL, D_FF, NUM_HEADS, D_KV, LAYERS = 256, 1024, 4, 64, 4
+BATCH, LENGTH, VOCAB = 16, 256, 1024
+VARIANTS = ("switch_einsum", "switch_index", "mtf_moe1d")
+
+
+def shapes():
+  """(experts, group_size, capacity_factor) of the sweep."""
+  sweep = [(e, g, 1.25) for e in (8, 32, 128) for g in (256, 1024, 4096)]
+  return sweep + [(e, 1024, 1.0) for e in (8, 32, 128)]
+
+
+def measure(variant, experts, group_size, capacity_factor, steps, warmup):
+  """Runs in a child process: builds the model, times training steps."""
+  from mtf_switch import compat  # noqa: F401  pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import moe  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import transformer  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import transformer_layers  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from mtf_switch import layers  # pylint: disable=g-import-not-at-top
+  from mtf_switch import train  # pylint: disable=g-import-not-at-top
+
+  tf.disable_eager_execution()
+  gin.parse_config_files_and_bindings(["models/defaults.gin"], [
+      "d_model = %d" % D_MODEL, "d_ff = %d" % D_FF, "num_heads = %d" % NUM_HEADS,
+      "d_kv = %d" % D_KV, "num_layers = %d" % LAYERS, "dropout_rate = 0.0"])
+  sparse = {
+      "dense": lambda: transformer_layers.DenseReluDense(hidden_size=D_FF),
+      "switch_einsum": lambda: layers.SwitchFeedForward(
+          num_experts=experts, hidden_size=D_FF, group_size=group_size,
+          capacity_factor_train=capacity_factor, dispatch_mode="einsum"),
+      "switch_index": lambda: layers.SwitchFeedForward(
+          num_experts=experts, hidden_size=D_FF, group_size=group_size,
+          capacity_factor_train=capacity_factor, dispatch_mode="index"),
+      "mtf_moe1d": lambda: moe.MoE1D(
+          num_experts=experts, hidden_size=D_FF, group_size=group_size,
+          capacity_factor_train=capacity_factor, moe_gating="switch"),
+  }[variant]
+  dense = lambda: transformer_layers.DenseReluDense(hidden_size=D_FF)
+  attention = lambda: transformer_layers.SelfAttention(num_heads=NUM_HEADS,
+                                                       key_value_size=D_KV)
+  stack = transformer.LayerStack(
+      [attention(), dense(), attention(), sparse()] * (LAYERS // 2))
+  model = transformer.Unitransformer(
+      layer_stack=stack, d_model=D_MODEL, input_vocab_size=VOCAB,
+      output_vocab_size=VOCAB, autoregressive=True, max_length=LENGTH,
+      layout="", mesh_shape="")  # MoE1D reads them
+
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.set_random_seed(0)
+    tokens = tf.placeholder(tf.int32, [BATCH, LENGTH])
+    mtf_graph = mtf.Graph()
+    mesh = mtf.Mesh(mtf_graph, "mesh")
+    dims = [mtf.Dimension("batch", BATCH), mtf.Dimension("length", LENGTH)]
+    targets = mtf.import_tf_tensor(mesh, tokens, dims)
+    # MoE1D's switch gating needs a sequence id (it crashes without one).
+    _, loss = model.call_simple(
+        inputs=mtf.shift(targets, offset=1, dim=dims[1], wrap=False),
+        targets=targets, compute_loss=True,
+        sequence_id=mtf.ones(mesh, dims, tf.int32))
+    variables = mtf_graph.trainable_variables
+    grads = mtf.gradients([loss], [v.outputs[0] for v in variables])
+    update_ops = mtf.optimize.AdafactorOptimizer().apply_grads(grads,
+                                                               variables)
+    lowering = mtf.Lowering(mtf_graph, {mesh: train.cpu_mesh_impl("", "")})
+    train_op = tf.group([lowering.lowered_operation(op) for op in update_ops])
+    init = [tf.global_variables_initializer(),
+            lowering.copy_masters_to_slices()]
+    num_params = sum(v.size for v in mtf_graph.trainable_variables)
+  feed = {tokens: np.random.RandomState(0).randint(
+      1, VOCAB, (BATCH, LENGTH)).astype(np.int32)}
+  times = []
+  with tf.Session(graph=graph) as sess:
+    for op in init:
+      sess.run(op)
+    for i in range(warmup + steps):
+      start = time.perf_counter()
+      sess.run(train_op, feed)
+      if i >= warmup:
+        times.append(time.perf_counter() - start)
+  step_time = statistics.median(times)
+  return {
+      "variant": variant, "experts": experts, "group_size": group_size,
+      "capacity_factor": capacity_factor, "step_s": step_time,
+      "tokens_per_s": BATCH * LENGTH / step_time,
+      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "params": num_params,
+  }
+
+
+def run_child(variant, experts, group_size, capacity_factor, args):
+  command = [sys.executable, os.path.abspath(__file__), "--child",
+             json.dumps([variant, experts, group_size, capacity_factor]),
+             "--steps", str(args.steps), "--warmup", str(args.warmup)]
+  result = subprocess.run(command, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  if result.returncode:
+    raise RuntimeError("%s failed:\n%s" % (command, result.stderr[-3000:]))
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def plot(rows, path):
+  """Step time relative to dense, one panel per capacity factor."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  sweep = [r for r in rows if r["variant"] != "dense"]
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+  for ax, group_size in zip(axes, (256, 1024, 4096)):
+    for variant, marker in zip(VARIANTS, "osD"):
+      points = sorted((r["experts"], r["vs_dense"]) for r in sweep
+                      if r["variant"] == variant and r["capacity_factor"] ==
+                      1.25 and r["group_size"] == group_size)
+      ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker,
+              label=variant)
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+    ax.axhline(1.10, color="red", lw=0.8, ls="--", label="target 1.10x")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("experts")
+    ax.set_title("group size %d, capacity factor 1.25" % group_size)
+  axes[0].set_ylabel("step time / dense step time")
+  axes[0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default="benchmarks/results")
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--child", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(measure(*json.loads(args.child), steps=args.steps,
+                             warmup=args.warmup)))
+    return
+  os.makedirs(args.out, exist_ok=True)
+  rows = []
+  sweep = shapes()
+  for i, (experts, group_size, factor) in enumerate(sweep):
+    dense = run_child("dense", 0, 0, 0, args)
+    rows.append(dense)
+    for variant in VARIANTS:
+      row = run_child(variant, experts, group_size, factor, args)
+      row["vs_dense"] = row["step_s"] / dense["step_s"]
+      rows.append(row)
+      print("[%d/%d] %-13s experts %3d group %4d cf %.2f: %.3f s/step "
+            "(%.2fx dense)  %.0f tokens/s  peak %.0f MB"
+            % (i + 1, len(sweep), variant, experts, group_size, factor,
+               row["step_s"], row["vs_dense"], row["tokens_per_s"],
+               row["peak_rss_mb"]), flush=True)
+  with open(os.path.join(args.out, "results.json"), "w") as f:
+    json.dump(rows, f, indent=1)
+  with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+    writer.writeheader()
+    writer.writerows(rows)
+  plot(rows, os.path.join(args.out, "results.png"))
+
+
+if __name__ == "__main__":
+  main()
