@@ -77,3 +77,16 @@ def random_tokens(rng, batch_size, length, vocab_size, num_padding=0):
   if num_padding:
     tokens[:, length - num_padding:] = 0
   return tokens.astype(np.int32)
+
+
+def assert_same_loss_and_gradients(got, want, nonzero_grads_containing):
+  """`got` and `want` ({"loss", "grad/<variable>": value}) agree, and some
+  gradients of variables whose names contain `nonzero_grads_containing` are
+  nonzero (so that the agreement is not between zeros)."""
+  assert set(got) == set(want)
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6,
+                               err_msg=name)
+  grads = [n for n in want if n.startswith("grad/")
+           and nonzero_grads_containing in n]
+  assert grads and all(np.abs(got[n]).sum() > 0 for n in grads)
