@@ -21,6 +21,7 @@ from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import dispatch
+from mtf_switch import experts
 from mtf_switch import routing
 
 # mtf.Graph -> {metric name: mtf.Tensor}; see `routing_metrics`.
@@ -260,18 +261,14 @@ class SwitchFeedForward(transformer.TransformerLayer):
     model_dim = expert_inputs.shape.dims[-1]
     hidden_dim = mtf.Dimension("d_ff", self.hidden_size)
     # [experts, groups, capacity, d_ff]
-    hidden = mtf.layers.dense_product(
-        expert_inputs, reduced_dims=[model_dim], new_dims=[hidden_dim],
-        activation_functions=ACTIVATIONS[self.activation], use_bias=False,
-        variable_dtype=context.variable_dtype, name="wi",
-        expert_dims=[experts_dim])
+    hidden = experts.dense_product(
+        expert_inputs, hidden_dim, experts_dim, context.variable_dtype, "wi",
+        ACTIVATIONS[self.activation])
     if context.train and self.expert_dropout_rate > 0:
       hidden = mtf.dropout(hidden, context.train,
                            keep_prob=1.0 - self.expert_dropout_rate)
-    return mtf.layers.dense(
-        hidden, model_dim, reduced_dims=[hidden_dim], use_bias=False,
-        variable_dtype=context.variable_dtype, name="wo",
-        expert_dims=[experts_dim])
+    return experts.dense(hidden, model_dim, experts_dim,
+                         context.variable_dtype, "wo")
 
   def _group_tokens(self, context, x):
     """Splits x's tokens into groups along the batch.
