@@ -54,7 +54,8 @@ def measure(variant, experts, group_size, capacity_factor, steps, warmup):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   from mtf_switch import layers  # pylint: disable=g-import-not-at-top
-  from mtf_switch import train  # pylint: disable=g-import-not-at-top
+  from mtf_switch import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from mtf_switch import step  # pylint: disable=g-import-not-at-top
 
   tf.disable_eager_execution()
   gin.parse_config_files_and_bindings(["models/defaults.gin"], [
@@ -95,11 +96,10 @@ def measure(variant, experts, group_size, capacity_factor, steps, warmup):
         inputs=mtf.shift(targets, offset=1, dim=dims[1], wrap=False),
         targets=targets, compute_loss=True,
         sequence_id=mtf.ones(mesh, dims, tf.int32))
-    variables = mtf_graph.trainable_variables
-    grads = mtf.gradients([loss], [v.outputs[0] for v in variables])
+    variables, grads = step.gradients(loss)
     update_ops = mtf.optimize.AdafactorOptimizer().apply_grads(grads,
                                                                variables)
-    lowering = mtf.Lowering(mtf_graph, {mesh: train.cpu_mesh_impl("", "")})
+    lowering = mesh_lib.lower(mtf_graph, mesh, autostack=True)
     train_op = tf.group([lowering.lowered_operation(op) for op in update_ops])
     # The same forward and backward pass without the optimizer's update, so
     # that the update's cost (it grows with the expert parameters) shows

@@ -13,7 +13,7 @@ import gin
 
 from mtf_switch import layers  # noqa: F401  (registers gin configurables)
 from mtf_switch import models  # noqa: F401
-from mtf_switch import routing  # noqa: F401
+from mtf_switch import routers  # noqa: F401
 
 
 def _gin_dir():

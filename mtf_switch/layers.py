@@ -1,6 +1,6 @@
 """The Switch feed-forward layer: a drop-in for mtf's DenseReluDense.
 
-Wires the routing math of `mtf_switch.routing` into a mesh-tensorflow
+Wires a router (`mtf_switch.routers`) into a mesh-tensorflow
 `TransformerLayer`: splits the layer's tokens into groups, routes them,
 runs the experts on `[experts, groups, capacity, d_model]` buffers and
 combines their outputs back into token order.  Dropped tokens get a zero
@@ -22,6 +22,7 @@ import tensorflow.compat.v1 as tf
 
 from mtf_switch import dispatch
 from mtf_switch import experts
+from mtf_switch import routers
 from mtf_switch import routing
 
 # mtf.Graph -> {metric name: mtf.Tensor}; see `routing_metrics`.
@@ -105,17 +106,12 @@ class SwitchFeedForward(transformer.TransformerLayer):
                num_experts=8,
                hidden_size=2048,
                activation="relu",
-               num_selected_experts=1,
+               router=None,
                group_size=1024,
                capacity_factor_train=1.25,
                capacity_factor_eval=2.0,
                min_capacity=4,
                expert_dropout_rate=0.0,
-               aux_loss_coef=1e-2,
-               z_loss_coef=0.0,
-               router_policy="input_jitter",
-               jitter_eps=1e-2,
-               router_dropout_rate=0.1,
                dispatch_mode="einsum"):
     """Creates a SwitchFeedForward.
 
@@ -123,7 +119,8 @@ class SwitchFeedForward(transformer.TransformerLayer):
       num_experts: int >= 1, experts in the layer.
       hidden_size: int, d_ff of each expert.
       activation: "relu" or "geglu" (gated GELU, Shazeer 2020).
-      num_selected_experts: 1 for Switch, 2 for the top-2 MoE baseline.
+      router: a `routers.Router`; default a `routers.TokensChooseRouter()`
+        (top-1 Switch routing, with whatever gin binds for it).
       group_size: int, tokens routed together; the group's tokens compete
         for the experts' capacity.  Lowered to the closest size that splits
         the tokens of each batch shard (see `choose_group_size`), e.g. in
@@ -134,59 +131,41 @@ class SwitchFeedForward(transformer.TransformerLayer):
       expert_dropout_rate: dropout rate inside the experts' hidden layer
         ("expert dropout", Section 4.1: 0.4 for fine-tuning), apart from the
         layer stack's dropout.
-      aux_loss_coef: alpha of the load-balancing loss (Section 2.2: 1e-2).
-      z_loss_coef: router z-loss coefficient; 0 (off) for Switch.
-      router_policy: one of `routing.POLICIES` (Table 11: input_jitter).
-      jitter_eps: epsilon of the input_jitter policy.
-      router_dropout_rate: dropout rate of the input_dropout policy.
       dispatch_mode: one of DISPATCH_MODES.
 
     Raises:
       ValueError: on a bad value, naming it and what would be right.
     """
-    routing.check_policy(router_policy)
     if activation not in ACTIVATIONS:
       raise ValueError("activation must be one of %s, got %r"
                        % (sorted(ACTIVATIONS), activation))
     if not (isinstance(num_experts, int) and num_experts >= 1):
       raise ValueError("num_experts must be an int >= 1, got %r"
                        % (num_experts,))
-    if num_selected_experts not in (1, 2) or num_selected_experts > num_experts:
-      raise ValueError(
-          "num_selected_experts must be 1 (Switch) or 2 (top-2 MoE) and at "
-          "most num_experts=%d, got %r" % (num_experts, num_selected_experts))
     if not (isinstance(group_size, int) and group_size >= 1):
       raise ValueError("group_size must be an int >= 1, got %r"
                        % (group_size,))
-    for name, rate in (("expert_dropout_rate", expert_dropout_rate),
-                       ("router_dropout_rate", router_dropout_rate)):
-      if not 0.0 <= rate < 1.0:
-        raise ValueError("%s must be in [0, 1), got %r" % (name, rate))
-    for name, factor in (("capacity_factor_train", capacity_factor_train),
-                         ("capacity_factor_eval", capacity_factor_eval)):
-      if not factor > 0:
-        raise ValueError("%s must be > 0 (the paper uses 1.0 to 2.0), got %r"
-                         % (name, factor))
-    if min_capacity < 1:
-      raise ValueError("min_capacity must be >= 1, got %r" % (min_capacity,))
     if dispatch_mode not in DISPATCH_MODES:
       raise ValueError("dispatch_mode must be one of %s, got %r"
                        % (DISPATCH_MODES, dispatch_mode))
-    self.dispatch_mode = dispatch_mode
+    router = router or routers.TokensChooseRouter()
+    router.check_num_experts(num_experts)
+    routing.check_capacity_factor(capacity_factor_train,
+                                  "capacity_factor_train")
+    routing.check_capacity_factor(capacity_factor_eval,
+                                  "capacity_factor_eval")
+    routing.check_min_capacity(min_capacity)
+    routing.check_rate(expert_dropout_rate, "expert_dropout_rate")
     self.num_experts = num_experts
     self.hidden_size = hidden_size
     self.activation = activation
-    self.num_selected_experts = num_selected_experts
+    self.router = router
     self.group_size = group_size
     self.capacity_factor_train = capacity_factor_train
     self.capacity_factor_eval = capacity_factor_eval
     self.min_capacity = min_capacity
     self.expert_dropout_rate = expert_dropout_rate
-    self.aux_loss_coef = aux_loss_coef
-    self.z_loss_coef = z_loss_coef
-    self.router_policy = router_policy
-    self.jitter_eps = jitter_eps
-    self.router_dropout_rate = router_dropout_rate
+    self.dispatch_mode = dispatch_mode
 
   def call(self, context, x, losses=None):
     """Applies the layer to x: [batch..., (length,) d_model]."""
@@ -204,16 +183,9 @@ class SwitchFeedForward(transformer.TransformerLayer):
     capacity = routing.expert_capacity(
         group_size_dim.size, self.num_experts, capacity_factor,
         self.min_capacity)
-    router_inputs = routing.perturb_router_inputs(
-        mtf.to_float(grouped), self.router_policy, context.train,
-        self.jitter_eps, self.router_dropout_rate)
-    logits = routing.router_logits(router_inputs, routed_experts_dim,
-                                   context.variable_dtype)
-    instructions = routing.route(
-        logits, self.num_selected_experts, capacity, nonpadding=nonpadding,
-        policy=self.router_policy, train=context.train,
-        activation_dtype=x.dtype, aux_loss_coef=self.aux_loss_coef,
-        z_loss_coef=self.z_loss_coef,
+    instructions = self.router(
+        grouped, nonpadding, routed_experts_dim, capacity, context.train,
+        context.variable_dtype, x.dtype,
         one_hot_tensors=self.dispatch_mode == "einsum")
     self._record(context, instructions.metrics)
     capacity_dim = mtf.Dimension("capacity", capacity)
@@ -323,7 +295,8 @@ class SwitchFeedForward(transformer.TransformerLayer):
     which has that dtype.
     """
     if context.losses is not None:
-      for name in ("aux_loss", "z_loss") if self.z_loss_coef else ("aux_loss",):
+      for name in (("aux_loss", "z_loss") if self.router.z_loss_coef
+                   else ("aux_loss",)):
         context.losses.append(
             mtf.cast(metrics[name], context.activation_dtype))
     scope = tf.get_variable_scope().name

@@ -22,11 +22,13 @@ from mtf_switch import compat  # noqa: F401  (before mesh_tensorflow)
 
 import gin
 import mesh_tensorflow as mtf
-from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
 import mtf_switch  # noqa: F401  (gin search path, configurables)
+from mtf_switch import gin_flags
 from mtf_switch import layers
+from mtf_switch import mesh as mesh_lib
+from mtf_switch import models
 
 ModelSize = collections.namedtuple("ModelSize", [
     "total_params", "expert_params", "non_expert_params", "flops_per_seq",
@@ -59,7 +61,7 @@ def _attention_score_flops(name, size, d_model, input_length, target_length):
 
 def _experts_per_token(model):
   """The (common) num_selected_experts of the model's Switch layers."""
-  choices = {layer.num_selected_experts
+  choices = {layer.router.num_selected_experts
              for stack in (model.encoder.layer_stack, model.decoder.layer_stack)
              for layer in stack.layers
              if isinstance(layer, layers.SwitchFeedForward)}
@@ -72,9 +74,7 @@ def _experts_per_token(model):
 def build_variables(batch_size, input_length, target_length, vocab_size,
                     mesh_shape, layout):
   """Builds the gin-configured Bitransformer; returns its mtf variables."""
-  model = transformer.make_bitransformer(
-      input_vocab_size=vocab_size, output_vocab_size=vocab_size,
-      mesh_shape=mesh_shape, layout=layout)
+  model = models.make_bitransformer(vocab_size, mesh_shape, layout)
   with tf.Graph().as_default():
     graph = mtf.Graph()
     mesh = mtf.Mesh(graph, "mesh")
@@ -106,14 +106,12 @@ def count(mesh_shape="", layout="", input_length=512, target_length=114,
   Returns:
     ModelSize.
   """
-  mesh_shape = mtf.convert_to_shape(mesh_shape)
-  layout_rules = mtf.convert_to_layout_rules(layout)
-  mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl(
-      mesh_shape, layout_rules, [""] * mesh_shape.size)
+  mesh_impl = mesh_lib.cpu_mesh_impl(mesh_shape, layout)
   if batch_size is None:
     batch_size = mesh_impl.shape.size
   variables, model = build_variables(batch_size, input_length, target_length,
-                                     vocab_size, mesh_shape, layout_rules)
+                                     vocab_size, mesh_impl.shape,
+                                     mesh_impl.layout_rules)
   d_model = model.encoder.model_dim.size
   top_k = _experts_per_token(model)
 
@@ -160,15 +158,12 @@ def _human(n):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--gin_file", action="append", required=True,
-                      help="model gin file, then optionally a layout gin "
-                           "file (layouts/*.gin)")
-  parser.add_argument("--gin_param", action="append", default=[])
+  gin_flags.add_flags(parser)  # a model gin file, then optionally a layout
   parser.add_argument("--input_length", type=int, default=512)
   parser.add_argument("--target_length", type=int, default=114)
   parser.add_argument("--vocab_size", type=int, default=32128)
   args = parser.parse_args(argv)
-  gin.parse_config_files_and_bindings(args.gin_file, args.gin_param)
+  gin_files = gin_flags.parse(args)
   mesh_shape, layout = "", ""
   try:
     mesh_shape = gin.query_parameter("utils.run.mesh_shape")
@@ -177,7 +172,7 @@ def main(argv=None):
     pass
   size = count(mesh_shape, layout, args.input_length, args.target_length,
                args.vocab_size)
-  print("model:             %s" % " + ".join(args.gin_file))
+  print("model:             %s" % " + ".join(gin_files))
   print("mesh / layout:     %s / %s" % (mesh_shape or "1 core",
                                         layout or "-"))
   print("parameters:        %s (%d)" % (_human(size.total_params),

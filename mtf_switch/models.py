@@ -94,3 +94,19 @@ class ScaledInitUnitransformer(transformer.Unitransformer):
   def _call_internal(self, *args, **kwargs):
     with init_scale_scope(self.init_scale):
       return super()._call_internal(*args, **kwargs)
+
+
+def make_bitransformer(vocab_size, mesh_shape="", layout=""):
+  """The gin-configured Bitransformer (e.g. models/switch_tiny.gin).
+
+  Args:
+    vocab_size: int, shared by inputs and targets.
+    mesh_shape: mesh shape string; "" is one device.
+    layout: layout rules string.
+
+  Returns:
+    transformer.Bitransformer (its class as gin binds it).
+  """
+  return transformer.make_bitransformer(
+      input_vocab_size=vocab_size, output_vocab_size=vocab_size,
+      mesh_shape=mesh_shape, layout=layout)

@@ -2,8 +2,9 @@
 
 Pure functions, no variables but the router's: router logits, exploration
 policies, top-1 (Switch) and top-2 (MoE baseline) assignment with expert
-capacity, the dispatch and combine tensors, the auxiliary losses and the
-routing metrics.  Section numbers refer to Fedus, Zoph and Shazeer, "Switch
+capacity, the dispatch and combine tensors, the auxiliary losses, the
+routing metrics, and the checks of the routing settings (one function per
+rule).  The router objects that use them are in `mtf_switch.routers`.  Section numbers refer to Fedus, Zoph and Shazeer, "Switch
 Transformers", JMLR 2022.
 
 Shapes are written in mesh-dimension names.  The tokens of a layer are split
@@ -36,6 +37,9 @@ Attributes (all [groups, group_size]):
   position: int32, the slot in that expert's buffer (may be >= capacity).
   fits: float32, 1 if the token got its slot, 0 if dropped or padding.
   gate: float32, the gate value (renormalized over the choices for top-2).
+
+A router's assignments before the capacity cut (`instructions` makes it)
+have float32 positions and `fits` 1 for every token routed at all.
 """
 
 RoutingInstructions = collections.namedtuple(
@@ -53,6 +57,52 @@ Attributes:
     off), dropped_fraction, router_confidence, router_entropy,
     expert_fraction ([experts]), expert_fraction_max, expert_fraction_min.
 """
+
+
+def check_capacity_factor(factor, name="capacity_factor"):
+  """Raises ValueError unless the capacity factor `name` is > 0."""
+  if not factor > 0:
+    raise ValueError("%s must be > 0 (the paper uses 1.0 to 2.0), got %r"
+                     % (name, factor))
+
+
+def check_min_capacity(min_capacity):
+  """Raises ValueError unless min_capacity is an int >= 1."""
+  if not (isinstance(min_capacity, int) and min_capacity >= 1):
+    raise ValueError("min_capacity must be an int >= 1 (4 in mesh-tensorflow "
+                     "and flaxformer), got %r" % (min_capacity,))
+
+
+def check_num_selected_experts(num_selected_experts, num_experts=None):
+  """Raises ValueError unless 1 or 2 experts per token, and not more than
+  there are experts."""
+  if num_selected_experts not in (1, 2) or (
+      num_experts is not None and num_selected_experts > num_experts):
+    raise ValueError(
+        "num_selected_experts must be 1 (Switch) or 2 (top-2 MoE)%s, got %r"
+        % ("" if num_experts is None
+           else " and at most num_experts=%d" % num_experts,
+           num_selected_experts))
+
+
+def check_policy(policy):
+  """Raises ValueError unless `policy` is one of POLICIES."""
+  if policy not in POLICIES:
+    raise ValueError("unknown router policy %r; expected one of %s"
+                     % (policy, ", ".join(POLICIES)))
+
+
+def check_rate(rate, name):
+  """Raises ValueError unless the dropout rate `name` is in [0, 1)."""
+  if not 0.0 <= rate < 1.0:
+    raise ValueError("%s must be in [0, 1), got %r" % (name, rate))
+
+
+def check_loss_coef(coef, name):
+  """Raises ValueError unless the loss coefficient `name` is >= 0."""
+  if not coef >= 0:
+    raise ValueError("%s must be >= 0 (0 turns the loss off), got %r"
+                     % (name, coef))
 
 
 def expert_capacity(group_size, num_experts, capacity_factor,
@@ -75,21 +125,10 @@ def expert_capacity(group_size, num_experts, capacity_factor,
   Raises:
     ValueError: if capacity_factor <= 0 or min_capacity < 1.
   """
-  if not capacity_factor > 0:
-    raise ValueError(
-        "capacity_factor must be > 0 (the paper uses 1.0 to 2.0), got %r"
-        % (capacity_factor,))
-  if min_capacity < 1:
-    raise ValueError("min_capacity must be >= 1, got %r" % (min_capacity,))
+  check_capacity_factor(capacity_factor)
+  check_min_capacity(min_capacity)
   capacity = int(math.ceil(group_size * capacity_factor / num_experts))
   return min(max(capacity, min_capacity), group_size)
-
-
-def check_policy(policy):
-  """Raises ValueError unless `policy` is one of POLICIES."""
-  if policy not in POLICIES:
-    raise ValueError("unknown router policy %r; expected one of %s"
-                     % (policy, ", ".join(POLICIES)))
 
 
 def perturb_router_inputs(x, policy, train, jitter_eps=1e-2,
@@ -98,7 +137,7 @@ def perturb_router_inputs(x, policy, train, jitter_eps=1e-2,
 
   Args:
     x: [groups, group_size, d_model], float32 router inputs.
-    policy: one of POLICIES.
+    policy: one of POLICIES (see `check_policy`).
     train: bool; perturbations apply only in training.
     jitter_eps: float; "input_jitter" multiplies by U[1 - eps, 1 + eps].
     dropout_rate: float; dropout rate of "input_dropout".
@@ -106,7 +145,6 @@ def perturb_router_inputs(x, policy, train, jitter_eps=1e-2,
   Returns:
     Tensor shaped like x.
   """
-  check_policy(policy)
   if not train:
     return x
   if policy == "input_jitter":
@@ -148,19 +186,16 @@ def _gumbel_noise(like):
 def route(logits, num_selected_experts, capacity, nonpadding=None,
           policy="argmax", train=False, activation_dtype=tf.float32,
           aux_loss_coef=1e-2, z_loss_coef=0.0, one_hot_tensors=True):
-  """Assigns tokens to experts and builds dispatch/combine and the losses.
+  """Tokens choose their experts: top-1 (Switch) or top-2 (MoE baseline).
 
-  Top-1 (Switch, Section 2.1) or top-2 (the MoE baseline, gates renormalized
-  to sum to one).  A token's position in its expert's buffer is the
-  *exclusive* cumulative count, in token order, of the group's earlier
-  tokens sent to that expert; second choices queue behind all first
-  choices.  Tokens at positions >= capacity are dropped: they have no slot,
-  so the layer outputs zero for them and the residual carries them on
-  (Section 2.2).  Padding tokens are never routed.
+  Top-1 is the Switch layer of Section 2.1; top-2 the MoE baseline with
+  its gates renormalized to sum to one.  See `top_k_assignments` for the
+  slots and `instructions` for what is built from them.
 
   Args:
     logits: [groups, group_size, experts], float32 router logits.
-    num_selected_experts: 1 (Switch) or 2 (top-2 MoE).
+    num_selected_experts: 1 (Switch) or 2 (top-2 MoE); see
+      `check_num_selected_experts`.
     capacity: int, slots per expert and group (see `expert_capacity`).
     nonpadding: optional [groups, group_size], 1 for real tokens, 0 for
       padding.
@@ -175,29 +210,47 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
 
   Returns:
     RoutingInstructions.
-
-  Raises:
-    ValueError: on a bad num_selected_experts or policy.
   """
-  check_policy(policy)
-  if num_selected_experts not in (1, 2):
-    raise ValueError("num_selected_experts must be 1 (Switch) or 2 (top-2 "
-                     "MoE), got %r" % (num_selected_experts,))
-  groups_dim, group_size_dim, experts_dim = logits.shape.dims
-  capacity_dim = mtf.Dimension("capacity", capacity)
   if nonpadding is None:
     nonpadding = mtf.ones(logits.mesh, logits.shape.dims[:2], tf.float32)
   nonpadding = mtf.to_float(nonpadding)
-
   # [groups, group_size, experts]
-  probs = mtf.softmax(logits, reduced_dim=experts_dim)
+  probs = mtf.softmax(logits, reduced_dim=logits.shape.dims[-1])
   scores = logits
   if train and policy == "sample":
     scores += _gumbel_noise(logits)
+  assignments, first_choice = top_k_assignments(
+      scores, probs, num_selected_experts, nonpadding)
+  return instructions(logits, probs, assignments, first_choice, nonpadding,
+                      capacity, activation_dtype, aux_loss_coef, z_loss_coef,
+                      one_hot_tensors)
 
+
+def top_k_assignments(scores, probs, num_selected_experts, nonpadding):
+  """Each real token's k best experts by score, with buffer positions.
+
+  A token's position in its expert's buffer is the *exclusive* cumulative
+  count, in token order, of the group's earlier tokens sent to that expert
+  (Section 2.2; the paper's pseudo-code counts inclusively and admits one
+  token too few); second choices queue behind all first choices.  Padding
+  tokens are never routed.
+
+  Args:
+    scores: [groups, group_size, experts], float32; the argmax picks.
+    probs: [groups, group_size, experts], float32 router probabilities; the
+      gates (renormalized over the choices for k = 2).
+    num_selected_experts: int, k.
+    nonpadding: [groups, group_size], float32.
+
+  Returns:
+    (list of k Assignment before the capacity cut (see `instructions`),
+    the first choice as a one-hot [groups, group_size, experts] float32,
+    zero on padding).
+  """
+  groups_dim, group_size_dim, experts_dim = scores.shape.dims
   indices, gates, masks, positions = [], [], [], []
   # [groups, experts]: slots already taken by earlier choices.
-  taken = mtf.zeros(logits.mesh, [groups_dim, experts_dim], tf.float32)
+  taken = mtf.zeros(scores.mesh, [groups_dim, experts_dim], tf.float32)
   for _ in range(num_selected_experts):
     # [groups, group_size]
     index = mtf.argmax(scores, reduced_dim=experts_dim)
@@ -213,33 +266,68 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
   if num_selected_experts == 2:
     total = gates[0] + gates[1] + _EPSILON
     gates = [g / total for g in gates]
+  assignments = [
+      Assignment(expert_index=index, position=position,
+                 fits=mtf.reduce_sum(mask, reduced_dim=experts_dim),
+                 gate=gate)
+      for index, gate, mask, position in zip(indices, gates, masks, positions)]
+  return assignments, masks[0]
 
-  assignments = []
+
+def instructions(logits, probs, assignments, first_choice, nonpadding,
+                 capacity, activation_dtype=tf.float32, aux_loss_coef=1e-2,
+                 z_loss_coef=0.0, one_hot_tensors=True):
+  """Drops what is over capacity; adds dispatch/combine, losses, metrics.
+
+  Shared by every router: a router decides who goes where and in which
+  order (`assignments`), this keeps the assignments whose position is below
+  `capacity` (the others are dropped, get a zero layer output and ride the
+  residual connection, Section 2.2) and computes the load-balancing loss,
+  the z-loss and the routing metrics the same way for all.
+
+  Args:
+    logits: [groups, group_size, experts], float32 router logits.
+    probs: softmax of logits.
+    assignments: list of Assignment before the capacity cut: float32
+      positions, and `fits` 1 for tokens the choice routes at all (0 for
+      padding).
+    first_choice: [groups, group_size, experts], the one-hot first choice
+      (zero on padding): f_i of the load-balancing loss.
+    nonpadding: [groups, group_size], float32.
+    capacity: int, slots per expert and group.
+    activation_dtype: dtype of the dispatch and combine tensors.
+    aux_loss_coef: alpha of the load-balancing loss.
+    z_loss_coef: coefficient of the router z-loss; 0 turns it off.
+    one_hot_tensors: build the dense dispatch and combine tensors.
+
+  Returns:
+    RoutingInstructions.
+  """
+  groups_dim, group_size_dim, experts_dim = logits.shape.dims
   kept = mtf.zeros(logits.mesh, [groups_dim, group_size_dim], tf.float32)
-  for index, gate, mask, position in zip(indices, gates, masks, positions):
+  kept_assignments = []
+  for a in assignments:
     # [groups, group_size]: 1 iff the token found a slot (never padding).
-    fits = (mtf.reduce_sum(mask, reduced_dim=experts_dim) *
-            mtf.to_float(mtf.less(position, float(capacity))))
+    fits = a.fits * mtf.to_float(mtf.less(a.position, float(capacity)))
     kept += fits
-    assignments.append(Assignment(
-        expert_index=index,
-        position=mtf.to_int32(position), fits=fits, gate=gate))
+    kept_assignments.append(a._replace(position=mtf.to_int32(a.position),
+                                       fits=fits))
   dispatch = combine = None
   if one_hot_tensors:
-    dispatch, combine = one_hot_instructions(assignments, experts_dim,
-                                             capacity_dim)
+    dispatch, combine = one_hot_instructions(
+        kept_assignments, experts_dim, mtf.Dimension("capacity", capacity))
     dispatch = mtf.cast(dispatch, activation_dtype)
     combine = mtf.cast(combine, activation_dtype)
 
   num_tokens = mtf.maximum(mtf.reduce_sum(nonpadding), 1.0)
-  metrics = router_metrics(logits, probs, masks[0], kept, nonpadding,
-                           num_tokens, num_selected_experts)
+  metrics = router_metrics(logits, probs, first_choice, kept, nonpadding,
+                           num_tokens, len(assignments))
   metrics["aux_loss"] = aux_loss_coef * load_balancing_loss(
-      probs, masks[0], nonpadding, num_tokens)
+      probs, first_choice, nonpadding, num_tokens)
   metrics["z_loss"] = z_loss_coef * router_z_loss(logits, nonpadding,
                                                   num_tokens)
   return RoutingInstructions(dispatch=dispatch, combine=combine,
-                             metrics=metrics, assignments=assignments)
+                             metrics=metrics, assignments=kept_assignments)
 
 
 def one_hot_instructions(assignments, experts_dim, capacity_dim):

@@ -3,12 +3,16 @@ import types
 
 import mtf_switch  # noqa: F401  (compat shim before mesh_tensorflow)
 
+import gin
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from mtf_switch import train
+from mtf_switch import layers
+from mtf_switch import mesh as mesh_lib
+from mtf_switch import routers
+from mtf_switch import step
 
 tf.disable_eager_execution()
 
@@ -51,9 +55,7 @@ def run(mtf_graph, mesh, outputs, mesh_shape="", layout="",
   """
   # No autostacking: it would merge variables into new ones, and the test
   # loads values by the original variables' names.
-  lowering = mtf.Lowering(mtf_graph,
-                          {mesh: train.cpu_mesh_impl(mesh_shape, layout)},
-                          autostack=False)
+  lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout)
   tf_outputs = {k: lowering.export_to_tf_tensor(v) for k, v in outputs.items()}
   masters = {v.name: v.get_master() for v in mtf_graph.all_variables}
   with tf.Session() as sess:
@@ -90,3 +92,138 @@ def assert_same_loss_and_gradients(got, want, nonzero_grads_containing):
   grads = [n for n in want if n.startswith("grad/")
            and nonzero_grads_containing in n]
   assert grads and all(np.abs(got[n]).sum() > 0 for n in grads)
+
+
+# The small Switch layer that the layer and dispatch tests apply to
+# [BATCH, LENGTH, D_MODEL] inputs.
+BATCH, LENGTH, D_MODEL, D_FF = 4, 8, 6, 5
+
+
+def switch_layer(num_selected_experts=1, policy="argmax", z_loss_coef=0.0,
+                 **kwargs):
+  """A SwitchFeedForward of 4 experts, one group per sequence, with argmax
+  routing and no minimum capacity unless told otherwise."""
+  config = dict(num_experts=4, hidden_size=D_FF, group_size=LENGTH,
+                capacity_factor_train=1.0, capacity_factor_eval=2.0,
+                min_capacity=1)
+  config.update(kwargs)
+  router = routers.TokensChooseRouter(
+      num_selected_experts=num_selected_experts, policy=policy,
+      z_loss_coef=z_loss_coef)
+  return layers.SwitchFeedForward(router=router, **config)
+
+
+def run_layer(layer, x, sequence_id=None, train_mode=True,
+              activation_dtype=tf.float32, mesh_shape="", layout=""):
+  """Applies `layer` to numpy x [batch, length, d_model] on a mesh.
+
+  Returns:
+    (outputs dict with "y", the losses "loss_<i>" and the layer's metrics
+     "switch/<metric>", {variable name: (value, [dim names])}).
+  """
+  tf.reset_default_graph()
+  tf.set_random_seed(0)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch_dim = mtf.Dimension("batch", x.shape[0])
+  length_dim = mtf.Dimension("length", x.shape[1])
+  model_dim = mtf.Dimension("d_model", x.shape[2])
+  mtf_x = mtf.cast(import_array(
+      mesh, x.astype(np.float32), [batch_dim, length_dim, model_dim]),
+                   activation_dtype)
+  mtf_sequence_id = None
+  if sequence_id is not None:
+    mtf_sequence_id = import_array(mesh, sequence_id, [batch_dim, length_dim])
+  context = make_context(
+      mesh, batch_dim, length_dim, train_mode, activation_dtype,
+      mtf_sequence_id, layout or None, mesh_shape or None)
+  with tf.variable_scope("switch"):
+    y = layer.call(context, mtf_x)
+  outputs = {"y": mtf.cast(y, tf.float32)}
+  outputs.update(("loss_%d" % i, mtf.cast(l, tf.float32))
+                 for i, l in enumerate(context.losses))
+  outputs.update(layers.routing_metrics(graph))
+  values, variables = run(graph, mesh, outputs, mesh_shape, layout,
+                          variables_out=True)
+  dims = {v.name: v.shape.dimension_names for v in graph.all_variables}
+  return values, {n: (v, dims[n]) for n, v in variables.items()}
+
+
+def weights_by_role(variables, num_experts):
+  """Numpy weights of a Switch layer in numpy_reference's axis order, found
+  by variable name in run_layer's {name: (value, dims)}."""
+  def ordered(name, dim_order):
+    (value, dims), = [(v, d) for n, (v, d) in variables.items()
+                      if n.endswith(name)]
+    return np.transpose(value, [dims.index(d) for d in dim_order])
+  weights = {"router_w": ordered("router/kernel",
+                                 ["d_model", "experts_unsplit"])}
+  expert_in = ["experts", "d_model", "d_ff"]
+  if any(n.endswith("wi_1/kernel") for n in variables):  # GEGLU
+    weights["wi"] = ordered("wi_0/kernel", expert_in)
+    weights["wi_linear"] = ordered("wi_1/kernel", expert_in)
+  else:
+    weights["wi"] = ordered("wi/kernel", expert_in)
+  weights["wo"] = ordered("wo/kernel", ["experts", "d_ff", "d_model"])
+  assert weights["wo"].shape[0] == num_experts
+  return weights
+
+
+TINY_SWITCH_LM = """
+include 'models/defaults.gin'
+d_model = 8
+d_ff = 8
+num_heads = 2
+d_kv = 4
+num_layers = 1
+dropout_rate = 0.0
+transformer.make_layer_stack.layers = [
+    @transformer_layers.SelfAttention,
+    @mtf_switch.SwitchFeedForward,
+    @transformer_layers.SelfAttention,
+    @transformer_layers.DenseReluDense,
+]
+mtf_switch.SwitchFeedForward.num_experts = 4
+mtf_switch.SwitchFeedForward.hidden_size = 8
+mtf_switch.SwitchFeedForward.group_size = 16
+mtf_switch.TokensChooseRouter.policy = "argmax"
+"""
+
+
+def tiny_switch_lm(vocab_size=16, bindings=()):
+  """A decoder-only LM with one Switch layer (TINY_SWITCH_LM), plus gin
+  `bindings` such as "mtf_switch.SwitchFeedForward.dispatch_mode = 'index'".
+  """
+  gin.clear_config()
+  gin.parse_config(TINY_SWITCH_LM)
+  gin.parse_config(list(bindings))
+  return transformer.Unitransformer(
+      layer_stack=transformer.make_layer_stack(), input_vocab_size=vocab_size,
+      output_vocab_size=vocab_size, autoregressive=True)
+
+
+def lm_loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
+                      bindings=()):
+  """Loss and gradients of tiny_switch_lm on a (virtual) CPU mesh.
+
+  Returns:
+    ({"loss", "grad/<variable>": value}, {variable name: value}).
+  """
+  model = tiny_switch_lm(bindings=bindings)
+  model.layout, model.mesh_shape = layout, mesh_shape
+  tf.reset_default_graph()
+  tf.set_random_seed(0)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  dims = [mtf.Dimension("batch", tokens.shape[0]),
+          mtf.Dimension("length", tokens.shape[1])]
+  targets = import_array(mesh, tokens, dims)
+  inputs = mtf.shift(targets, offset=1, dim=dims[1], wrap=False)
+  _, loss = model.call_simple(inputs=inputs, targets=targets,
+                              compute_loss=True,
+                              mode=tf.estimator.ModeKeys.TRAIN)
+  variables, grads = step.gradients(loss)
+  outputs = {"loss": loss}
+  outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
+  return run(graph, mesh, outputs, mesh_shape, layout, variable_values,
+             variables_out=True)

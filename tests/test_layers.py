@@ -8,74 +8,15 @@ import numpy_reference
 import pytest
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import checkpoints
 from mtf_switch import layers
-from mtf_switch import train
+from mtf_switch import models
+from mtf_switch import routers
+from mtf_switch import step as step_lib
 
-BATCH, LENGTH, D_MODEL, D_FF = 4, 8, 6, 5
-
-
-def _weights_by_role(variables, num_experts):
-  """Numpy weights in the reference's axis order, found by variable name."""
-  def ordered(name, dim_order):
-    (value, dims), = [(v, d) for n, (v, d) in variables.items()
-                      if n.endswith(name)]
-    return np.transpose(value, [dims.index(d) for d in dim_order])
-  weights = {"router_w": ordered("router/kernel",
-                                 ["d_model", "experts_unsplit"])}
-  expert_in = ["experts", "d_model", "d_ff"]
-  if any(n.endswith("wi_1/kernel") for n in variables):  # GEGLU
-    weights["wi"] = ordered("wi_0/kernel", expert_in)
-    weights["wi_linear"] = ordered("wi_1/kernel", expert_in)
-  else:
-    weights["wi"] = ordered("wi/kernel", expert_in)
-  weights["wo"] = ordered("wo/kernel", ["experts", "d_ff", "d_model"])
-  assert weights["wo"].shape[0] == num_experts
-  return weights
-
-
-def _run_layer(layer, x, sequence_id=None, train_mode=True,
-               activation_dtype=tf.float32, mesh_shape="", layout=""):
-  """Applies `layer` to numpy x [batch, length, d_model] on a mesh.
-
-  Returns:
-    (outputs dict with "y", the losses and the layer's metrics,
-     {variable name: (value, [dim names])}).
-  """
-  tf.reset_default_graph()
-  tf.set_random_seed(0)
-  graph = mtf.Graph()
-  mesh = mtf.Mesh(graph, "mesh")
-  batch_dim = mtf.Dimension("batch", x.shape[0])
-  length_dim = mtf.Dimension("length", x.shape[1])
-  model_dim = mtf.Dimension("d_model", x.shape[2])
-  mtf_x = mtf.cast(helpers.import_array(
-      mesh, x.astype(np.float32), [batch_dim, length_dim, model_dim]),
-                   activation_dtype)
-  mtf_sequence_id = None
-  if sequence_id is not None:
-    mtf_sequence_id = helpers.import_array(mesh, sequence_id,
-                                           [batch_dim, length_dim])
-  context = helpers.make_context(
-      mesh, batch_dim, length_dim, train_mode, activation_dtype,
-      mtf_sequence_id, layout or None, mesh_shape or None)
-  with tf.variable_scope("switch"):
-    y = layer.call(context, mtf_x)
-  outputs = {"y": mtf.cast(y, tf.float32)}
-  outputs.update(("loss_%d" % i, mtf.cast(l, tf.float32))
-                 for i, l in enumerate(context.losses))
-  outputs.update(layers.routing_metrics(graph))
-  values, variables = helpers.run(graph, mesh, outputs, mesh_shape, layout,
-                                  variables_out=True)
-  dims = {v.name: v.shape.dimension_names for v in graph.all_variables}
-  return values, {n: (v, dims[n]) for n, v in variables.items()}
-
-
-def _layer(**kwargs):
-  config = dict(num_experts=4, hidden_size=D_FF, group_size=LENGTH,
-                capacity_factor_train=1.0, capacity_factor_eval=2.0,
-                min_capacity=1, router_policy="argmax")
-  config.update(kwargs)
-  return layers.SwitchFeedForward(**config)
+BATCH, LENGTH, D_MODEL = helpers.BATCH, helpers.LENGTH, helpers.D_MODEL
+_layer = helpers.switch_layer
+_run_layer = helpers.run_layer
 
 
 @pytest.mark.parametrize("k,activation,capacity_factor", [
@@ -93,7 +34,7 @@ def test_layer_matches_numpy_reference(k, activation, capacity_factor):
   want_y, want = numpy_reference.switch_layer(
       x, k=k, capacity=capacity, group_size=LENGTH,
       nonpadding=(sequence_id > 0).astype(float),
-      **_weights_by_role(variables, 4))
+      **helpers.weights_by_role(variables, 4))
   np.testing.assert_allclose(got["y"], want_y, rtol=1e-4, atol=1e-5)
   prefix = "switch/"
   np.testing.assert_allclose(got["loss_0"], want["aux_loss"], rtol=1e-5)
@@ -110,7 +51,7 @@ def test_layer_matches_numpy_reference(k, activation, capacity_factor):
 def test_z_loss_is_added_to_the_losses_when_on():
   x = np.random.RandomState(1).randn(BATCH, LENGTH, D_MODEL)
   got, variables = _run_layer(_layer(z_loss_coef=1e-3), x)
-  router_w = _weights_by_role(variables, 4)["router_w"]
+  router_w = helpers.weights_by_role(variables, 4)["router_w"]
   want = numpy_reference.route(
       (x.reshape(-1, LENGTH, D_MODEL) @ router_w), 1, 2, z_loss_coef=1e-3)
   np.testing.assert_allclose(got["loss_1"], want["z_loss"], rtol=1e-5)
@@ -169,16 +110,23 @@ def test_bfloat16_model_keeps_router_in_float32():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(capacity_factor_train=0.0), r"capacity_factor_train must be > 0"),
     (dict(capacity_factor_eval=-1.0), r"capacity_factor_eval must be > 0"),
-    (dict(router_policy="softmax"), r"unknown router policy 'softmax'"),
+    (dict(policy="softmax"), r"unknown router policy 'softmax'"),
     (dict(activation="swish"), r"activation must be one of .*'swish'"),
     (dict(num_experts=0), r"num_experts must be an int >= 1, got 0"),
     (dict(num_selected_experts=3), r"num_selected_experts .* got 3"),
     (dict(expert_dropout_rate=1.0), r"expert_dropout_rate must be in"),
     (dict(dispatch_mode="scatter"), r"dispatch_mode must be one of .*'scatter'"),
+    (dict(min_capacity=0), r"min_capacity must be an int >= 1 .*got 0"),
 ])
 def test_bad_configuration_is_refused_at_construction(kwargs, match):
   with pytest.raises(ValueError, match=match):
     _layer(**kwargs)
+
+
+def test_router_with_more_choices_than_experts_is_refused():
+  router = routers.TokensChooseRouter(num_selected_experts=2)
+  with pytest.raises(ValueError, match=r"at most num_experts=1, got 2"):
+    layers.SwitchFeedForward(num_experts=1, router=router)
 
 
 def _build(layer, mesh_shape, layout, batch=BATCH, length=LENGTH):
@@ -231,61 +179,6 @@ def test_groups_follow_the_batch_split():
   assert [4, 8, 4] in router_output_shapes
 
 
-TINY_SWITCH_LM = """
-include 'models/defaults.gin'
-d_model = 8
-d_ff = 8
-num_heads = 2
-d_kv = 4
-num_layers = 1
-dropout_rate = 0.0
-transformer.make_layer_stack.layers = [
-    @transformer_layers.SelfAttention,
-    @mtf_switch.SwitchFeedForward,
-    @transformer_layers.SelfAttention,
-    @transformer_layers.DenseReluDense,
-]
-mtf_switch.SwitchFeedForward.num_experts = 4
-mtf_switch.SwitchFeedForward.hidden_size = 8
-mtf_switch.SwitchFeedForward.group_size = 16
-mtf_switch.SwitchFeedForward.router_policy = "argmax"
-"""
-
-
-def _lm(vocab_size=16, **switch_params):
-  gin.clear_config()
-  gin.parse_config(TINY_SWITCH_LM)
-  for name, value in switch_params.items():
-    gin.bind_parameter("mtf_switch.SwitchFeedForward." + name, value)
-  return transformer.Unitransformer(
-      layer_stack=transformer.make_layer_stack(), input_vocab_size=vocab_size,
-      output_vocab_size=vocab_size, autoregressive=True)
-
-
-def _loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
-                    switch=None):
-  """Loss and gradients of the tiny Switch LM on a (virtual) CPU mesh."""
-  model = _lm(**(switch or {}))
-  model.layout, model.mesh_shape = layout, mesh_shape
-  tf.reset_default_graph()
-  tf.set_random_seed(0)
-  graph = mtf.Graph()
-  mesh = mtf.Mesh(graph, "mesh")
-  dims = [mtf.Dimension("batch", tokens.shape[0]),
-          mtf.Dimension("length", tokens.shape[1])]
-  targets = helpers.import_array(mesh, tokens, dims)
-  inputs = mtf.shift(targets, offset=1, dim=dims[1], wrap=False)
-  _, loss = model.call_simple(inputs=inputs, targets=targets,
-                              compute_loss=True,
-                              mode=tf.estimator.ModeKeys.TRAIN)
-  variables = graph.trainable_variables
-  grads = mtf.gradients([loss], [v.outputs[0] for v in variables])
-  outputs = {"loss": loss}
-  outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
-  return helpers.run(graph, mesh, outputs, mesh_shape, layout,
-                     variable_values, variables_out=True)
-
-
 @pytest.mark.parametrize("mesh_shape,layout", [
     # expert + data parallelism on separate mesh axes
     ("batch:2,expert:2", "batch:batch;experts:expert"),
@@ -300,8 +193,8 @@ def _loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
 def test_loss_and_gradients_match_a_single_device(mesh_shape, layout):
   tokens = helpers.random_tokens(np.random.RandomState(0), 4, 8, 16,
                                  num_padding=2)
-  single, variables = _loss_and_grads("", "", tokens)
-  split, _ = _loss_and_grads(mesh_shape, layout, tokens, variables)
+  single, variables = helpers.lm_loss_and_grads("", "", tokens)
+  split, _ = helpers.lm_loss_and_grads(mesh_shape, layout, tokens, variables)
   np.testing.assert_allclose(split["loss"], single["loss"], rtol=1e-5)
   helpers.assert_same_loss_and_gradients(split, single, "router")
 
@@ -309,7 +202,8 @@ def test_loss_and_gradients_match_a_single_device(mesh_shape, layout):
 def test_incremental_decoding_agrees_with_full_sequence_scoring():
   """Greedy one-token-at-a-time decoding (layers see [batch, d_model]) picks
   the tokens that the full-sequence pass ranks first."""
-  model = _lm(capacity_factor_eval=4.0)
+  model = helpers.tiny_switch_lm(bindings=[
+      "mtf_switch.SwitchFeedForward.capacity_factor_eval = 4.0"])
   tf.reset_default_graph()
   tf.set_random_seed(0)
   graph = mtf.Graph()
@@ -333,9 +227,9 @@ def test_incremental_decoding_agrees_with_full_sequence_scoring():
 def test_tiny_switch_model_training_loss_falls():
   gin.clear_config()
   gin.parse_config_file("models/switch_tiny.gin")
-  step = train.build_step_graph(train.make_model(32, "", ""), 8, 8, 8)
+  step = step_lib.build_step_graph(models.make_bitransformer(32), 8, 8, 8)
   tokens = helpers.random_tokens(np.random.RandomState(0), 8, 8, 32)
-  sess, _ = train.start_session(step, None)
+  sess, _ = checkpoints.start_session(step, None)
   with sess:
     losses = np.array([
         sess.run([step.loss, step.train_op],

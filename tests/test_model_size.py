@@ -141,7 +141,7 @@ def test_contradictory_bindings_name_the_parameters():
   gin.parse_config_files_and_bindings(
       ["models/switch_tiny.gin"],
       ["mtf_switch.SwitchFeedForward.num_experts = 1",
-       "mtf_switch.SwitchFeedForward.num_selected_experts = 2"])
+       "mtf_switch.TokensChooseRouter.num_selected_experts = 2"])
   with pytest.raises(ValueError,
                      match=r"num_selected_experts .* num_experts=1, got 2"):
     model_size.count()

@@ -7,7 +7,6 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import models
-from mtf_switch import train
 
 
 def test_scope_scales_matrices_and_leaves_vectors_alone():
@@ -40,7 +39,7 @@ def _initial_weights(init_scale):
   gin.clear_config()
   gin.parse_config_file("models/switch_tiny.gin")
   gin.bind_parameter("mtf_switch.ScaledInitBitransformer.init_scale", init_scale)
-  model = train.make_model(32, "", "")
+  model = models.make_bitransformer(32)
   assert isinstance(model, models.ScaledInitBitransformer)
   tf.reset_default_graph()
   tf.set_random_seed(0)

@@ -127,11 +127,6 @@ def test_unknown_policy_is_refused_with_the_choices():
     routing.check_policy("gumbel")
 
 
-def test_num_selected_experts_other_than_1_or_2_is_refused():
-  with pytest.raises(ValueError, match="got 3"):
-    _route(np.zeros((1, 4, 4)), 3, 4)
-
-
 def test_sample_policy_draws_experts_from_the_router_softmax():
   probs = np.array([0.6, 0.3, 0.1])
   logits = np.tile(np.log(probs), (1, 6000, 1))

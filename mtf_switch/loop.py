@@ -1,0 +1,178 @@
+"""Training and evaluation loops on CPU, with pluggable actions.
+
+`train` runs a StepGraph's training step over batches and, after each step,
+every action it was given (as t5x's trainer runs its actions): reporting,
+TensorBoard summaries and checkpoints here; a guard or an early stop is
+another `Action`.  `train_task` and `evaluate_task` are the main job's
+whole runs on a seqio task.
+"""
+import sys
+import time
+
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import checkpoints
+from mtf_switch import data
+from mtf_switch import reporting
+from mtf_switch import step as step_lib
+
+
+class Action:
+  """Something to do after a training step, every `every` steps and at
+  the last step."""
+
+  def __init__(self, every, steps):
+    self.every = every
+    self.steps = steps
+
+  def due(self, step):
+    return step % self.every == 0 or step == self.steps
+
+  def __call__(self, sess, step, values):
+    """Runs after `step` (1-based) with the fetched `values` (dict: loss,
+    metrics, scalars)."""
+    if self.due(step):
+      self.act(sess, step, values)
+
+  def act(self, sess, step, values):
+    raise NotImplementedError
+
+
+class ConsoleReport(Action):
+  """Prints the progress line and each Switch layer's routing metrics."""
+
+  def __init__(self, every, steps, tokens_per_step, first_step=0,
+               out=sys.stdout):
+    super().__init__(every, steps)
+    self.tokens_per_step = tokens_per_step
+    self.out = out
+    self._start = (time.time(), first_step)
+
+  def act(self, sess, step, values):
+    start_time, start_step = self._start
+    rate = (step - start_step) / (time.time() - start_time)
+    print(reporting.progress_line(step, self.steps, values["loss"], rate,
+                                  self.tokens_per_step), file=self.out)
+    for line in reporting.summarize_metrics(values["metrics"]):
+      print(line, file=self.out)
+    self.out.flush()
+
+
+class WriteSummaries(Action):
+  """Writes the step's scalars (loss, routing metrics) for TensorBoard."""
+
+  def __init__(self, every, steps, model_dir):
+    super().__init__(every, steps)
+    self.writer = tf.summary.FileWriter(model_dir)
+
+  def act(self, sess, step, values):
+    self.writer.add_summary(reporting.scalar_summary(values["scalars"]),
+                            step)
+    self.writer.flush()
+
+
+class SaveCheckpoint(Action):
+  """Saves a checkpoint to model_dir."""
+
+  def __init__(self, every, steps, step_graph, model_dir, out=sys.stdout):
+    super().__init__(every, steps)
+    self.step_graph = step_graph
+    self.model_dir = model_dir
+    self.out = out
+
+  def act(self, sess, step, values):
+    print("saved %s" % checkpoints.save(sess, self.step_graph,
+                                        self.model_dir), file=self.out)
+
+
+def train(sess, step_graph, batches, steps, actions=()):
+  """Trains until the global step reaches `steps`.
+
+  Args:
+    sess: tf.Session of step_graph, initialized or restored.
+    step_graph: step.StepGraph with a train_op.
+    batches: iterator of {"inputs", "targets"} numpy batches, positioned at
+      the session's global step.
+    steps: total steps, counting those already done.
+    actions: Actions run after each step, in order.
+
+  Returns:
+    list of (step, loss) of the steps run now.
+  """
+  fetches = {"loss": step_graph.loss, "metrics": step_graph.metrics,
+             "scalars": step_graph.scalars, "train_op": step_graph.train_op}
+  step = int(sess.run(step_graph.global_step))
+  history = []
+  while step < steps:
+    batch = next(batches)
+    values = sess.run(fetches, {step_graph.inputs: batch["inputs"],
+                                step_graph.targets: batch["targets"]})
+    step += 1
+    history.append((step, float(values["loss"])))
+    for action in actions:
+      action(sess, step, values)
+  return history
+
+
+def log_likelihood(sess, step_graph, batches, max_batches=None):
+  """Mean log p per real target token over (at most max_batches) batches."""
+  total, count = 0.0, 0.0
+  for i, batch in enumerate(batches):
+    if i == max_batches:
+      break
+    batch_total, batch_count = sess.run(
+        [step_graph.token_log_likelihood, step_graph.num_tokens],
+        {step_graph.inputs: batch["inputs"],
+         step_graph.targets: batch["targets"]})
+    total += batch_total
+    count += batch_count
+  return total / max(count, 1.0)
+
+
+def train_task(model, model_dir, task_name, steps, batch_size, input_length,
+               target_length, mesh_shape="", layout="",
+               make_optimizer=None, log_every=10, save_every=100,
+               out=sys.stdout):
+  """Trains `model` on a seqio task to `steps` total steps, resuming from
+  the latest checkpoint in model_dir, with console reports, TensorBoard
+  summaries and checkpoints.
+
+  Returns:
+    list of (step, loss) of the steps run now.
+  """
+  step_graph = step_lib.build_step_graph(
+      model, batch_size, input_length, target_length, mesh_shape, layout,
+      make_optimizer=make_optimizer)
+  tf.io.gfile.makedirs(model_dir)
+  sess, checkpoint = checkpoints.start_session(step_graph, model_dir)
+  with sess:
+    first_step = int(sess.run(step_graph.global_step))
+    if checkpoint:
+      print("resuming from %s (step %d)" % (checkpoint, first_step), file=out)
+    batches = data.task_batches(task_name, "train", batch_size, input_length,
+                                target_length, skip_batches=first_step)
+    tokens_per_step = batch_size * (input_length + target_length)
+    actions = [
+        ConsoleReport(log_every, steps, tokens_per_step, first_step, out),
+        WriteSummaries(log_every, steps, model_dir),
+        SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]
+    return train(sess, step_graph, batches, steps, actions)
+
+
+def evaluate_task(model, model_dir, task_name, batch_size, input_length,
+                  target_length, mesh_shape="", layout="", max_batches=20):
+  """Validation negative log perplexity (mean log p per target token).
+
+  Restores the latest checkpoint of model_dir; without one (or with
+  model_dir None), evaluates the freshly initialized model.
+  """
+  step_graph = step_lib.build_step_graph(
+      model, batch_size, input_length, target_length, mesh_shape, layout,
+      train=False)
+  sess, _ = checkpoints.start_session(step_graph, model_dir)
+  with sess:
+    return log_likelihood(
+        sess, step_graph,
+        data.task_batches(task_name, "validation", batch_size, input_length,
+                          target_length, repeat=False),
+        max_batches)

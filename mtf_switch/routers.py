@@ -1,0 +1,140 @@
+"""Routers: who goes to which expert, as objects a Switch layer is given.
+
+A router records its hyperparameters and, called on a group of tokens,
+returns `routing.RoutingInstructions`.  The base class computes the router
+logits in float32 (Sections 2.1 and 2.4); a subclass decides the
+assignment and calls the shared math of `mtf_switch.routing`
+(`routing.instructions`: capacity cut, dispatch/combine, load-balancing
+loss, z-loss, metrics), so every router reports the same metrics and
+losses.  Each router checks its own settings when it is made.
+
+In gin, as flaxformer's MoeLayer takes its router:
+
+  mtf_switch.SwitchFeedForward.router = @mtf_switch.TokensChooseRouter()
+  mtf_switch.TokensChooseRouter.num_selected_experts = 1
+  mtf_switch.TokensChooseRouter.policy = "input_jitter"
+
+A new router is a subclass that overrides `route` (and `perturb_inputs` if
+it explores), registered with `gin.configurable(module="mtf_switch")`.
+"""
+import gin
+import mesh_tensorflow as mtf
+
+from mtf_switch import routing
+
+
+class Router:
+  """Base class: float32 router logits, then the subclass's `route`."""
+
+  # Experts that process each token (FLOPs per token, see model_size).
+  num_selected_experts = 1
+
+  def __init__(self, aux_loss_coef=1e-2, z_loss_coef=0.0):
+    """Records the loss coefficients.
+
+    Args:
+      aux_loss_coef: alpha of the load-balancing loss (Section 2.2: 1e-2).
+      z_loss_coef: router z-loss coefficient (ST-MoE); 0 (off) for Switch.
+
+    Raises:
+      ValueError: on a negative coefficient.
+    """
+    routing.check_loss_coef(aux_loss_coef, "aux_loss_coef")
+    routing.check_loss_coef(z_loss_coef, "z_loss_coef")
+    self.aux_loss_coef = aux_loss_coef
+    self.z_loss_coef = z_loss_coef
+
+  def check_num_experts(self, num_experts):
+    """Raises ValueError if the router cannot serve `num_experts` experts."""
+    del num_experts
+
+  def __call__(self, inputs, nonpadding, experts_dim, capacity, train,
+               variable_dtype, activation_dtype, one_hot_tensors=True):
+    """Routes a layer's grouped tokens.
+
+    Args:
+      inputs: [groups, group_size, d_model], the layer's input in any float
+        dtype.
+      nonpadding: [groups, group_size] float32, or None (no padding).
+      experts_dim: mtf.Dimension, the experts as the router sees them
+        (unsplit).
+      capacity: int, slots per expert and group.
+      train: bool.
+      variable_dtype: mtf.VariableDType of the model.
+      activation_dtype: dtype of the dispatch and combine tensors.
+      one_hot_tensors: build the dense dispatch and combine tensors.
+
+    Returns:
+      routing.RoutingInstructions.
+    """
+    # [groups, group_size, d_model], float32
+    x = self.perturb_inputs(mtf.to_float(inputs), train)
+    # [groups, group_size, experts], float32
+    logits = routing.router_logits(x, experts_dim, variable_dtype)
+    return self.route(logits, capacity, nonpadding, train, activation_dtype,
+                      one_hot_tensors)
+
+  def perturb_inputs(self, x, train):
+    """Exploration by perturbing the router's input; none by default."""
+    del train
+    return x
+
+  def route(self, logits, capacity, nonpadding, train, activation_dtype,
+            one_hot_tensors):
+    """Assigns tokens to expert slots; see `__call__` for the arguments.
+
+    Returns:
+      routing.RoutingInstructions, usually from `routing.instructions`.
+    """
+    raise NotImplementedError
+
+
+@gin.configurable(module="mtf_switch")
+class TokensChooseRouter(Router):
+  """Each token picks its top-k experts (Section 2.1: k = 1 is Switch).
+
+  k = 2 is the MoE baseline of Table 1 (gates renormalized).  Exploration
+  (Section 2.4, Table 11) in training only: `input_jitter` (the paper's
+  default) and `input_dropout` perturb the router's input, `sample` draws
+  the experts from the router's softmax, `argmax` does neither.
+  """
+
+  def __init__(self, num_selected_experts=1, policy="input_jitter",
+               jitter_eps=1e-2, dropout_rate=0.1, aux_loss_coef=1e-2,
+               z_loss_coef=0.0):
+    """Records the router's settings.
+
+    Args:
+      num_selected_experts: 1 (Switch) or 2 (top-2 MoE).
+      policy: one of `routing.POLICIES`.
+      jitter_eps: epsilon of the input_jitter policy (Section 2.4: 1e-2).
+      dropout_rate: dropout rate of the input_dropout policy.
+      aux_loss_coef: see `Router`.
+      z_loss_coef: see `Router`.
+
+    Raises:
+      ValueError: on a bad value, naming it and what would be right.
+    """
+    super().__init__(aux_loss_coef, z_loss_coef)
+    routing.check_num_selected_experts(num_selected_experts)
+    routing.check_policy(policy)
+    routing.check_rate(dropout_rate, "dropout_rate")
+    self.num_selected_experts = num_selected_experts
+    self.policy = policy
+    self.jitter_eps = jitter_eps
+    self.dropout_rate = dropout_rate
+
+  def check_num_experts(self, num_experts):
+    routing.check_num_selected_experts(self.num_selected_experts, num_experts)
+
+  def perturb_inputs(self, x, train):
+    return routing.perturb_router_inputs(x, self.policy, train,
+                                         self.jitter_eps, self.dropout_rate)
+
+  def route(self, logits, capacity, nonpadding, train, activation_dtype,
+            one_hot_tensors):
+    return routing.route(
+        logits, self.num_selected_experts, capacity, nonpadding=nonpadding,
+        policy=self.policy, train=train, activation_dtype=activation_dtype,
+        aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef,
+        one_hot_tensors=one_hot_tensors)

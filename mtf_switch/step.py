@@ -1,0 +1,148 @@
+"""One training or evaluation step of a model, lowered onto a CPU mesh.
+
+`build_step_graph` returns a `StepGraph`: placeholders in, loss, update,
+routing metrics, the targets' log-likelihood and the saver out.  The loop
+(`mtf_switch.loop`) runs it; `mtf_switch.checkpoints` restores and saves it.
+"""
+import collections
+
+import mesh_tensorflow as mtf
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import layers
+from mtf_switch import mesh as mesh_lib
+
+StepGraph = collections.namedtuple(
+    "StepGraph", ["graph", "inputs", "targets", "loss", "train_op",
+                  "metrics", "scalars", "token_log_likelihood", "num_tokens",
+                  "global_step", "saver", "init_ops", "save_ops"])
+StepGraph.__doc__ = """A lowered training or evaluation step on CPU.
+
+Attributes:
+  graph: the tf.Graph.
+  inputs, targets: int32 placeholders [batch, length]; 0 is padding.
+  loss: float32 scalar, the model's training loss (with the aux losses).
+  train_op: applies one optimizer step and increments global_step (None in
+    evaluation).
+  metrics: dict from name to tf.Tensor of the Switch layers' routing metrics.
+  scalars: dict from TensorBoard tag to tf.Tensor: the loss and the scalars
+    the model exported with mtf.scalar_summary (routing metrics among them).
+  token_log_likelihood: float32, summed log p(target token) over the batch's
+    real target tokens.
+  num_tokens: float32, the number of real target tokens.
+  global_step: the tf global step variable.
+  saver: tf.train.Saver of the master weights (and optimizer slots) and the
+    global step, independent of the mesh.
+  init_ops: ops to run, in order, in a new session without a checkpoint.
+  save_ops: ops to run before saving (slices back to masters); after a
+    restore, run init_ops[-1:] (masters to slices).
+"""
+
+
+def gradients(loss):
+  """The gradients of a scalar mtf loss with respect to every trainable
+  variable of its graph.
+
+  Returns:
+    (list of mtf.Variable, list of mtf.Tensor gradients, in that order).
+  """
+  variables = loss.mesh.graph.trainable_variables
+  return variables, mtf.gradients([loss], [v.outputs[0] for v in variables])
+
+
+def build_step_graph(model, batch_size, input_length, target_length,
+                     mesh_shape="", layout="", train=True,
+                     make_optimizer=None, activation_dtype=tf.float32, seed=1,
+                     max_to_keep=3):
+  """Builds and lowers one training (or evaluation) step on CPU.
+
+  Args:
+    model: a Bitransformer.
+    batch_size: int.
+    input_length: int.
+    target_length: int.
+    mesh_shape: mesh shape string; "" is a single device.
+    layout: layout rules string.
+    train: bool; False builds an evaluation step (eval capacity factor, no
+      dropout, no update).
+    make_optimizer: a function returning an mtf.optimize.Optimizer, called
+      inside the step's graph (an optimizer makes its tensors when built);
+      default Adafactor with learning rate 1e-2 (the main job's).
+    activation_dtype: tf.float32 or tf.bfloat16.
+    seed: graph-level TensorFlow seed (initializers, dropout, jitter).
+    max_to_keep: checkpoints the saver keeps.
+
+  Returns:
+    StepGraph.
+  """
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.set_random_seed(seed)
+    global_step = tf.train.get_or_create_global_step()
+    inputs = tf.placeholder(tf.int32, [batch_size, input_length], "inputs")
+    targets = tf.placeholder(tf.int32, [batch_size, target_length],
+                             "targets")
+    mtf_graph = mtf.Graph()
+    mesh = mtf.Mesh(mtf_graph, "mesh")
+    batch_dim = mtf.Dimension("batch", batch_size)
+    mtf_targets = mtf.import_tf_tensor(
+        mesh, targets, [batch_dim, mtf.Dimension("length", target_length)])
+    logits, loss = model.call_simple(
+        inputs=mtf.import_tf_tensor(
+            mesh, inputs, [batch_dim, mtf.Dimension("length", input_length)]),
+        targets=mtf_targets, compute_loss=True,
+        mode=(tf.estimator.ModeKeys.TRAIN if train
+              else tf.estimator.ModeKeys.EVAL),
+        variable_dtype=mtf.VariableDType(tf.float32, tf.float32,
+                                         activation_dtype))
+    loss = mtf.cast(loss, tf.float32)
+    log_likelihood, num_tokens = target_log_likelihood(logits, mtf_targets)
+    update_ops = []
+    if train:
+      optimizer = (make_optimizer() if make_optimizer else
+                   mtf.optimize.AdafactorOptimizer(learning_rate=1e-2))
+      variables, grads = gradients(loss)
+      update_ops = optimizer.apply_grads(grads, variables)
+    metrics = layers.routing_metrics(mtf_graph)
+
+    lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout)
+    tf_loss = lowering.export_to_tf_tensor(loss)
+    train_op = None
+    if train:
+      train_op = tf.group(
+          [lowering.lowered_operation(op) for op in update_ops] +
+          [tf.assign_add(global_step, 1)])
+    scalars = dict(
+        tf.get_collection(mtf.utils.SCALAR_SUMMARIES_COLLECTION_KEY),
+        loss=tf_loss)
+    saver = tf.train.Saver(
+        [v.get_master() for v in mtf_graph.all_variables] + [global_step],
+        max_to_keep=max_to_keep)
+    return StepGraph(
+        graph, inputs, targets, tf_loss, train_op,
+        {k: lowering.export_to_tf_tensor(v) for k, v in metrics.items()},
+        scalars, lowering.export_to_tf_tensor(log_likelihood),
+        lowering.export_to_tf_tensor(num_tokens), global_step, saver,
+        [tf.global_variables_initializer(),
+         lowering.copy_masters_to_slices()],
+        [lowering.copy_slices_to_masters()])
+
+
+def target_log_likelihood(logits, targets):
+  """Summed log-likelihood of the real (non-zero) target tokens, and count.
+
+  Args:
+    logits: [batch, length, vocab], any float dtype.
+    targets: [batch, length], int32; 0 is padding.
+
+  Returns:
+    (float32 scalar sum of log p(target), float32 scalar token count).
+  """
+  vocab_dim = logits.shape.dims[-1]
+  log_probs = mtf.log_softmax(mtf.cast(logits, tf.float32), vocab_dim)
+  token_log_probs = mtf.reduce_sum(
+      log_probs * mtf.one_hot(targets, vocab_dim, dtype=tf.float32),
+      reduced_dim=vocab_dim)
+  weights = mtf.cast(mtf.not_equal(targets, 0), tf.float32)
+  return (mtf.reduce_sum(token_log_probs * weights),
+          mtf.reduce_sum(weights))

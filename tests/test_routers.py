@@ -1,0 +1,90 @@
+"""Routers as objects: settings checked where they are owned, gin wiring,
+and a new router as one class and one gin line."""
+import gin
+import helpers
+import mesh_tensorflow as mtf
+import numpy as np
+import numpy_reference
+import pytest
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import layers
+from mtf_switch import routers
+from mtf_switch import routing
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_selected_experts=3), r"num_selected_experts .* got 3"),
+    (dict(policy="gumbel"), r"'gumbel'.*argmax, input_jitter"),
+    (dict(dropout_rate=1.5), r"dropout_rate must be in \[0, 1\), got 1.5"),
+    (dict(aux_loss_coef=-0.01), r"aux_loss_coef must be >= 0.*-0.01"),
+    (dict(z_loss_coef=-1.0), r"z_loss_coef must be >= 0.*-1.0"),
+])
+def test_tokens_choose_router_refuses_bad_settings(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    routers.TokensChooseRouter(**kwargs)
+
+
+def test_zoo_gin_files_configure_the_router():
+  gin.parse_config_file("models/switch_base.gin")
+  switch = layers.SwitchFeedForward()
+  assert isinstance(switch.router, routers.TokensChooseRouter)
+  assert (switch.router.num_selected_experts, switch.router.policy,
+          switch.router.aux_loss_coef) == (1, "input_jitter", 0.01)
+  gin.clear_config()
+  gin.parse_config_file("models/moe_base.gin")
+  assert layers.SwitchFeedForward().router.num_selected_experts == 2
+
+
+@gin.configurable(module="test_routers")
+class FirstExpertRouter(routers.Router):
+  """Sends every real token to expert 0: a router written against the
+  base class and the shared math only."""
+
+  def route(self, logits, capacity, nonpadding, train, activation_dtype,
+            one_hot_tensors):
+    experts_dim = logits.shape.dims[-1]
+    nonpadding = mtf.to_float(nonpadding)
+    probs = mtf.softmax(logits, reduced_dim=experts_dim)
+    scores = mtf.one_hot(mtf.zeros(logits.mesh, logits.shape.dims[:2],
+                                   tf.int32), experts_dim, dtype=tf.float32)
+    assignments, first_choice = routing.top_k_assignments(
+        scores, probs, 1, nonpadding)
+    return routing.instructions(
+        logits, probs, assignments, first_choice, nonpadding, capacity,
+        activation_dtype, self.aux_loss_coef, self.z_loss_coef,
+        one_hot_tensors)
+
+
+@pytest.mark.parametrize("dispatch_mode", ["einsum", "index"])
+def test_a_new_router_is_one_class_and_one_gin_line(dispatch_mode):
+  gin.parse_config([
+      "mtf_switch.SwitchFeedForward.router = "
+      "@test_routers.FirstExpertRouter()"])
+  layer = layers.SwitchFeedForward(
+      num_experts=4, hidden_size=helpers.D_FF, group_size=helpers.LENGTH,
+      capacity_factor_train=1.0, min_capacity=1, dispatch_mode=dispatch_mode)
+  assert isinstance(layer.router, FirstExpertRouter)
+  rng = np.random.RandomState(5)
+  x = rng.randn(helpers.BATCH, helpers.LENGTH, helpers.D_MODEL)
+  sequence_id = np.ones(x.shape[:2], np.int32)
+  sequence_id[0, 1] = 0  # padding takes no slot
+  got, variables = helpers.run_layer(layer, x, sequence_id)
+  weights = helpers.weights_by_role(variables, 4)
+  # Capacity 2 (8 tokens, 4 experts): the first two real tokens of each
+  # sequence reach expert 0, with gate p_0(x); every other output is zero.
+  tokens = x.reshape(-1, helpers.D_MODEL)
+  probs = numpy_reference.softmax(tokens @ weights["router_w"])
+  expert_0 = numpy_reference.relu(tokens @ weights["wi"][0]) @ weights["wo"][0]
+  want = np.zeros_like(tokens)
+  for b in range(helpers.BATCH):
+    real = [b * helpers.LENGTH + s for s in range(helpers.LENGTH)
+            if sequence_id[b, s]]
+    for t in real[:2]:
+      want[t] = probs[t, 0] * expert_0[t]
+  np.testing.assert_allclose(got["y"].reshape(-1, helpers.D_MODEL), want,
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got["switch/expert_fraction"], [1, 0, 0, 0])
+  num_real = sequence_id.sum()
+  np.testing.assert_allclose(got["switch/dropped_fraction"],
+                             1 - 2 * helpers.BATCH / num_real, rtol=1e-6)
