@@ -37,10 +37,30 @@ BATCH, LENGTH, VOCAB = 16, 256, 1024
 VARIANTS = ("switch_einsum", "switch_index", "mtf_moe1d")
 
 
-def shapes():
+def shapes(group_sizes=(256, 1024, 4096)):
   """(experts, group_size, capacity_factor) of the sweep."""
-  sweep = [(e, g, 1.25) for e in (8, 32, 128) for g in (256, 1024, 4096)]
-  return sweep + [(e, 1024, 1.0) for e in (8, 32, 128)]
+  sweep = [(e, g, 1.25) for e in (8, 32, 128) for g in group_sizes]
+  return sweep + [(e, 1024, 1.0) for e in (8, 32, 128) if 1024 in group_sizes]
+
+
+def _shape(row):
+  return row["experts"], row["group_size"], row["capacity_factor"]
+
+
+def merge(old_rows, new_rows):
+  """old_rows with the shapes that new_rows measured again replaced (each
+  shape's rows are its dense re-measurement and then its variants)."""
+  blocks, block = [], []
+  for row in old_rows:
+    if row["variant"] == "dense" and block:
+      blocks.append(block)
+      block = []
+    block.append(row)
+  blocks.append(block)
+  remeasured = {_shape(r) for r in new_rows if r["variant"] != "dense"}
+  kept = [b for b in blocks
+          if not {_shape(r) for r in b[1:]} & remeasured]
+  return [r for b in kept for r in b] + new_rows
 
 
 def measure(variant, experts, group_size, capacity_factor, steps, warmup):
@@ -180,6 +200,11 @@ def main():
   parser.add_argument("--out", default="benchmarks/results")
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--group_sizes", default="256,1024,4096",
+                      help="comma-separated group sizes to measure")
+  parser.add_argument("--merge", action="store_true",
+                      help="replace only the measured shapes' rows of the "
+                           "existing results.json")
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -188,7 +213,7 @@ def main():
     return
   os.makedirs(args.out, exist_ok=True)
   rows = []
-  sweep = shapes()
+  sweep = shapes([int(g) for g in args.group_sizes.split(",")])
   for i, (experts, group_size, factor) in enumerate(sweep):
     dense = run_child("dense", 0, 0, 0, args)
     rows.append(dense)
@@ -204,7 +229,11 @@ def main():
                row["step_s"], row["vs_dense"], row["fwd_bwd_vs_dense"],
                row["tokens_per_s"],
                row["peak_rss_mb"]), flush=True)
-  with open(os.path.join(args.out, "results.json"), "w") as f:
+  results_json = os.path.join(args.out, "results.json")
+  if args.merge and os.path.exists(results_json):
+    with open(results_json) as f:
+      rows = merge(json.load(f), rows)
+  with open(results_json, "w") as f:
     json.dump(rows, f, indent=1)
   with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
