@@ -12,10 +12,13 @@ split never depends on what else is in the corpus.
 
 writes `train.tfrecord` and `validation.tfrecord` (tf.train.Example with a
 `text` feature) and `manifest.json` (counts and a SHA-256 of the documents).
-`ensure_built()` builds it once into the data dir and reuses it.
+`ensure_built()` builds it once into the data dir and reuses it.  The
+building blocks (dedup, split, ordering, TFRecords, manifest, vocabulary)
+serve every offline corpus; `mtf_switch.code_corpus` is the larger one.
 """
 import argparse
 import ast
+import collections
 import hashlib
 import importlib.util
 import json
@@ -34,6 +37,25 @@ CORPUS_NAME = "default_corpus_v1"
 VOCABULARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                "vocab", CORPUS_NAME + ".model")
 SPLITS = ("train", "validation")
+
+Corpus = collections.namedtuple(
+    "Corpus", ["name", "documents", "vocabulary_path", "hash_order",
+               "sources", "vocabulary_options"])
+Corpus.__doc__ = """An offline corpus: what `ensure_built` builds.
+
+Attributes:
+  name: str, its folder under the data dir (versioned: a change of content
+    is a new name).
+  documents: function returning an iterable of candidate documents (str).
+  vocabulary_path: its shipped SentencePiece model.
+  hash_order: store each split in the order of the documents' SHA-256 (a
+    fixed random order, so that reading it in order needs no shuffling)
+    instead of first-seen order.
+  sources: function returning a dict of what the documents came from, for
+    the manifest.
+  vocabulary_options: keyword arguments of `train_vocabulary` that made
+    its SentencePiece model.
+"""
 
 
 def default_data_dir():
@@ -91,11 +113,16 @@ def split_of(text):
   return "validation" if bucket % 100 < VALIDATION_PERCENT else "train"
 
 
-def collect(documents):
+def _text_hash(text):
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def collect(documents, hash_order=False):
   """Deduplicates and splits documents.
 
   Args:
     documents: iterable of str.
+    hash_order: order each split by the documents' SHA-256, not first seen.
 
   Returns:
     (dict split -> list of str in first-seen order, dict of counts:
@@ -115,6 +142,9 @@ def collect(documents):
       continue
     seen.add(text)
     splits[split_of(text)].append(text)
+  if hash_order:
+    for docs in splits.values():
+      docs.sort(key=_text_hash)
   counts.update((split, len(docs)) for split, docs in splits.items())
   return splits, counts
 
@@ -127,11 +157,18 @@ def corpus_hash(splits):
   return digest.hexdigest()
 
 
-def build(out_dir, documents=None):
-  """Writes the corpus to out_dir; returns its manifest (a dict)."""
+def build(out_dir, documents=None, hash_order=False, extra_manifest=None):
+  """Writes a corpus to out_dir; returns its manifest (a dict).
+
+  Args:
+    out_dir: folder of train.tfrecord, validation.tfrecord, manifest.json.
+    documents: iterable of str; default the default corpus's.
+    hash_order: see `collect`.
+    extra_manifest: dict of more manifest entries (e.g. the sources).
+  """
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   splits, counts = collect(iter_documents() if documents is None
-                           else documents)
+                           else documents, hash_order)
   os.makedirs(out_dir, exist_ok=True)
   for split, texts in splits.items():
     # Write to a temporary name first: a killed build leaves no corpus that
@@ -146,7 +183,10 @@ def build(out_dir, documents=None):
     os.replace(tmp, os.path.join(out_dir, split + ".tfrecord"))
   manifest = dict(counts, sha256=corpus_hash(splits),
                   python=sys.version.split()[0],
-                  validation_percent=VALIDATION_PERCENT)
+                  validation_percent=VALIDATION_PERCENT,
+                  bytes={split: sum(len(t.encode("utf-8")) for t in texts)
+                         for split, texts in splits.items()},
+                  **(extra_manifest or {}))
   with open(os.path.join(out_dir, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
   return manifest
@@ -164,48 +204,76 @@ def read_split(corpus_dir, split):
   return texts
 
 
-def train_vocabulary(corpus_dir, model_prefix, vocab_size=2000):
-  """Trains the SentencePiece model shipped as VOCABULARY_PATH.
+def train_vocabulary(corpus_dir, model_prefix, vocab_size=2000,
+                     max_bytes=None, character_coverage=1.0):
+  """Trains a corpus's SentencePiece model (e.g. VOCABULARY_PATH).
 
-  Unigram model on the train split, one thread so that the result is
-  reproducible; T5's ids: 0 pad, 1 eos, 2 unk (seqio adds 100 sentinels).
+  Unigram model on the train split (its first max_bytes, if given), one
+  thread so that the result is reproducible; T5's ids: 0 pad, 1 eos, 2 unk
+  (seqio adds 100 sentinels).  Characters rarer than `character_coverage`
+  leaves out become unknown (source code is full of rare symbols that
+  would otherwise each take a piece).
   """
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   text_file = model_prefix + ".txt"
+  written = 0
   with open(text_file, "w", encoding="utf-8") as f:
     for text in read_split(corpus_dir, "train"):
+      if max_bytes is not None and written >= max_bytes:
+        break
       f.write(text + "\n")
+      written += len(text) + 1
   spm.SentencePieceTrainer.train(
       input=text_file, model_prefix=model_prefix, vocab_size=vocab_size,
-      model_type="unigram", character_coverage=1.0, num_threads=1,
+      model_type="unigram", character_coverage=character_coverage,
+      num_threads=1,
       pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
       input_sentence_size=2000000, shuffle_input_sentence=False)
   os.remove(text_file)
 
 
-def ensure_built(data_dir=None):
-  """The corpus folder under data_dir, built on first use."""
-  out_dir = os.path.join(data_dir or default_data_dir(), CORPUS_NAME)
+def ensure_built(data_dir=None, corpus=None):
+  """The corpus's folder under data_dir, built on first use.
+
+  Args:
+    data_dir: default `default_data_dir()`.
+    corpus: a Corpus; default the default corpus (DEFAULT).
+  """
+  corpus = corpus or DEFAULT
+  out_dir = os.path.join(data_dir or default_data_dir(), corpus.name)
   if not os.path.exists(os.path.join(out_dir, "manifest.json")):
-    print("building the default corpus in %s ..." % out_dir, file=sys.stderr)
-    manifest = build(out_dir)
-    print("default corpus: %(train)d train and %(validation)d validation "
-          "documents (%(empty)d empty and %(duplicates)d duplicate ones "
-          "skipped)" % manifest, file=sys.stderr)
+    print("building %s in %s ..." % (corpus.name, out_dir), file=sys.stderr)
+    manifest = build(out_dir, corpus.documents(), corpus.hash_order,
+                     corpus.sources())
+    print("%s: %d train and %d validation documents (%d empty and %d "
+          "duplicate ones skipped)" % (
+              corpus.name, manifest["train"], manifest["validation"],
+              manifest["empty"], manifest["duplicates"]), file=sys.stderr)
   return out_dir
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+DEFAULT = Corpus(CORPUS_NAME, iter_documents, VOCABULARY_PATH,
+                 hash_order=False,
+                 sources=lambda: {"sources": ["pydoc topics"] + [
+                     name for name, _ in source_roots()]},
+                 vocabulary_options={"vocab_size": 2000})
+
+
+def command(corpus, argv=None, description=None):
+  """The command line that builds `corpus` (and trains its vocabulary)."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--out_dir", required=True)
   parser.add_argument("--train_vocabulary", metavar="MODEL_PREFIX",
-                      help="also train a SentencePiece model (how "
-                           "VOCABULARY_PATH was made)")
+                      help="also train a SentencePiece model (how %s was "
+                           "made)" % os.path.basename(corpus.vocabulary_path))
   args = parser.parse_args(argv)
-  print(json.dumps(build(args.out_dir), indent=1, sort_keys=True))
+  manifest = build(args.out_dir, corpus.documents(), corpus.hash_order,
+                   corpus.sources())
+  print(json.dumps(manifest, indent=1, sort_keys=True))
   if args.train_vocabulary:
-    train_vocabulary(args.out_dir, args.train_vocabulary)
+    train_vocabulary(args.out_dir, args.train_vocabulary,
+                     **corpus.vocabulary_options)
 
 
 if __name__ == "__main__":
-  main()
+  command(DEFAULT, description=__doc__.split("\n")[0])

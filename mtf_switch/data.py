@@ -1,4 +1,5 @@
 """Numpy batches of a seqio task, for the CPU training and evaluation loops."""
+import numpy as np
 import seqio
 import tensorflow_datasets as tfds
 
@@ -6,28 +7,65 @@ from mtf_switch import tasks
 
 
 def task_batches(task_name, split, batch_size, input_length, target_length,
-                 repeat=True, skip_batches=0, seed=0):
+                 repeat=True, skip_batches=0, seed=0, shuffle=None,
+                 shuffle_buffer_size=None):
   """Numpy {"inputs", "targets"} batches of a seqio task, padded.
+
+  A task without an "inputs" feature is a decoder-only language model's:
+  its inputs are its targets shifted right by one (0 first), and
+  input_length is ignored.
 
   Args:
     task_name: a registered seqio task or mixture.
     split: "train" or "validation".
     batch_size, input_length, target_length: ints.
-    repeat: loop over the split forever (shuffled) or once (in order).
+    repeat: loop over the split forever or once.
     skip_batches: batches to skip (a resumed run continues the data).
     seed: shuffle seed.
+    shuffle: shuffle the examples; default: when repeating.
+    shuffle_buffer_size: examples in the shuffle buffer; default the task's
+      (seqio: 1000).  A long document makes many consecutive examples, so
+      a buffer of a few documents' examples leaves batches correlated.
 
   Returns:
     iterator of dicts of int32 [batch_size, length] arrays; 0 is padding.
   """
-  lengths = {"inputs": input_length, "targets": target_length}
-  dataset = tasks.get_task_or_mixture(task_name).get_dataset(
-      lengths, split=split, shuffle=repeat, seed=seed, use_cached=False,
-      try_in_mem_cache=False, num_epochs=None if repeat else 1)
+  task = tasks.get_task_or_mixture(task_name)
+  lm = is_language_model(task_name)
+  lengths = {"targets": target_length}
+  if not lm:
+    lengths["inputs"] = input_length
+  dataset = task.get_dataset(
+      lengths, split=split, shuffle=repeat if shuffle is None else shuffle,
+      seed=seed, use_cached=False, try_in_mem_cache=False,
+      num_epochs=None if repeat else 1,
+      shuffle_buffer_size=shuffle_buffer_size)
   dataset = seqio.utils.trim_and_pad_dataset(
       dataset.map(lambda ex: {k: ex[k] for k in lengths}), lengths)
   dataset = dataset.batch(batch_size, drop_remainder=True)
-  return iter(tfds.as_numpy(dataset.skip(skip_batches)))
+  batches = tfds.as_numpy(dataset.skip(skip_batches))
+  return map(_with_shifted_inputs, batches) if lm else iter(batches)
+
+
+def _with_shifted_inputs(batch):
+  """{"targets"} -> {"inputs", "targets"}: inputs[t] = targets[t - 1]."""
+  targets = batch["targets"]
+  inputs = np.pad(targets[:, :-1], ((0, 0), (1, 0)))
+  return {"inputs": inputs, "targets": targets}
+
+
+def is_language_model(task_name):
+  """Whether the task has targets only (a decoder-only LM's task)."""
+  task = tasks.get_task_or_mixture(task_name)
+  return "inputs" not in task.output_features
+
+
+def step_lengths(task_name, input_length, target_length):
+  """(input_length, target_length) of a step graph for the task: an LM's
+  inputs are as long as its targets."""
+  if is_language_model(task_name):
+    return target_length, target_length
+  return input_length, target_length
 
 
 def vocab_size(task_name):

@@ -72,7 +72,7 @@ class WriteSummaries(Action):
 
 
 class SaveCheckpoint(Action):
-  """Saves a checkpoint to model_dir."""
+  """Saves a checkpoint to model_dir (and says so on `out`, unless None)."""
 
   def __init__(self, every, steps, step_graph, model_dir, out=sys.stdout):
     super().__init__(every, steps)
@@ -81,8 +81,9 @@ class SaveCheckpoint(Action):
     self.out = out
 
   def act(self, sess, step, values):
-    print("saved %s" % checkpoints.save(sess, self.step_graph,
-                                        self.model_dir), file=self.out)
+    path = checkpoints.save(sess, self.step_graph, self.model_dir)
+    if self.out:
+      print("saved %s" % path, file=self.out)
 
 
 def train(sess, step_graph, batches, steps, actions=()):

@@ -110,3 +110,33 @@ def make_bitransformer(vocab_size, mesh_shape="", layout=""):
   return transformer.make_bitransformer(
       input_vocab_size=vocab_size, output_vocab_size=vocab_size,
       mesh_shape=mesh_shape, layout=layout)
+
+
+def make_lm(vocab_size, mesh_shape="", layout=""):
+  """The gin-configured decoder-only language model.
+
+  A `ScaledInitUnitransformer` (init scale from gin) over
+  `transformer.make_layer_stack()`, autoregressive; its inputs are its
+  targets shifted right (see `mtf_switch.data`).
+  """
+  return ScaledInitUnitransformer(
+      layer_stack=transformer.make_layer_stack(),
+      input_vocab_size=vocab_size, output_vocab_size=vocab_size,
+      autoregressive=True, mesh_shape=mesh_shape, layout=layout)
+
+
+MODEL_TYPES = {"bitransformer": make_bitransformer, "lm": make_lm}
+
+
+@gin.configurable(module="mtf_switch")
+def make_model(vocab_size, mesh_shape="", layout="",
+               model_type="bitransformer"):
+  """The gin-configured model of `model_type` (one of MODEL_TYPES).
+
+  Raises:
+    ValueError: on an unknown model_type.
+  """
+  if model_type not in MODEL_TYPES:
+    raise ValueError("model_type must be one of %s, got %r"
+                     % (sorted(MODEL_TYPES), model_type))
+  return MODEL_TYPES[model_type](vocab_size, mesh_shape, layout)

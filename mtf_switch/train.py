@@ -45,14 +45,15 @@ def main(argv=None):
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(args.task)
   gin_files = gin_flags.parse(args)
-  model = models.make_bitransformer(vocab_size, args.mesh_shape, args.layout)
+  model = models.make_model(vocab_size, args.mesh_shape, args.layout)
   print("training %s on %s for %d steps, mesh %r, in %s" % (
       " + ".join(gin_files), args.task, args.steps, args.mesh_shape,
       args.model_dir))
+  input_length, target_length = data.step_lengths(
+      args.task, args.input_length, args.target_length)
   run = dict(task_name=args.task, batch_size=args.batch_size,
-             input_length=args.input_length,
-             target_length=args.target_length, mesh_shape=args.mesh_shape,
-             layout=args.layout)
+             input_length=input_length, target_length=target_length,
+             mesh_shape=args.mesh_shape, layout=args.layout)
   if not checkpoints.latest(args.model_dir):
     print("validation neg. log perplexity before training: %.4f"
           % loop.evaluate_task(model, None, **run))

@@ -9,6 +9,9 @@
 - `mtf_switch_default_span_corruption` and `mtf_switch_default_lm`: the
   same objective, and plain language modelling, on the offline default
   corpus (`mtf_switch.corpus`) with its own small vocabulary.
+- `mtf_switch_code_span_corruption` and `mtf_switch_code_lm`: the same on
+  the larger offline code corpus (`mtf_switch.code_corpus`), for studies
+  that must never repeat data.
 """
 import functools
 
@@ -17,6 +20,7 @@ from t5.data import preprocessors
 import tensorflow.compat.v2 as tf
 from tensorflow_datasets.text import c4 as tfds_c4
 
+from mtf_switch import code_corpus
 from mtf_switch import corpus
 from mtf_switch.tasks import common
 
@@ -57,39 +61,50 @@ seqio.MixtureRegistry.add(
                                    temperature=MC4_TEMPERATURE))
 
 
-def _default_corpus(split, shuffle_files=False, seed=None):
-  """The offline corpus's documents as {"text": ...}, built on first use."""
-  del shuffle_files, seed  # one file per split
-  corpus_dir = corpus.ensure_built()
-  return tf.data.TFRecordDataset(
-      "%s/%s.tfrecord" % (corpus_dir, split)).map(
-          lambda record: tf.io.parse_single_example(
-              record, {"text": tf.io.FixedLenFeature([], tf.string)}))
+def _corpus_source(offline_corpus):
+  """seqio source of an offline corpus's documents as {"text": ...}; the
+  corpus is built on first use."""
+
+  def read(split, shuffle_files=False, seed=None):
+    del shuffle_files, seed  # one file per split
+    corpus_dir = corpus.ensure_built(corpus=offline_corpus)
+    return tf.data.TFRecordDataset(
+        "%s/%s.tfrecord" % (corpus_dir, split)).map(
+            lambda record: tf.io.parse_single_example(
+                record, {"text": tf.io.FixedLenFeature([], tf.string)}))
+  return seqio.FunctionDataSource(read, splits=corpus.SPLITS)
 
 
-DEFAULT_CORPUS_VOCABULARY = seqio.SentencePieceVocabulary(
-    corpus.VOCABULARY_PATH, extra_ids=common.NUM_SENTINELS)
-_DEFAULT_CORPUS_SOURCE = seqio.FunctionDataSource(
-    _default_corpus, splits=corpus.SPLITS)
+def _language_modelling(vocabulary):
+  """Preprocessors of a decoder-only LM task: documents concatenated and
+  cut into targets of the sequence length."""
+  return [
+      functools.partial(preprocessors.rekey, key_map={"targets": "text"}),
+      seqio.preprocessors.tokenize,
+      seqio.CacheDatasetPlaceholder(),
+      preprocessors.reduce_concat_tokens,
+      preprocessors.split_tokens_to_targets_length,
+      seqio.preprocessors.append_eos_after_trim,
+  ], {"targets": seqio.Feature(vocabulary, add_eos=True)}
 
-seqio.TaskRegistry.add(
-    "mtf_switch_default_span_corruption",
-    source=_DEFAULT_CORPUS_SOURCE,
-    preprocessors=_SPAN_CORRUPTION,
-    output_features=common.output_features(DEFAULT_CORPUS_VOCABULARY),
-    metric_fns=[])
 
-seqio.TaskRegistry.add(
-    "mtf_switch_default_lm",
-    source=_DEFAULT_CORPUS_SOURCE,
-    preprocessors=[
-        functools.partial(preprocessors.rekey, key_map={"targets": "text"}),
-        seqio.preprocessors.tokenize,
-        seqio.CacheDatasetPlaceholder(),
-        preprocessors.reduce_concat_tokens,
-        preprocessors.split_tokens_to_targets_length,
-        seqio.preprocessors.append_eos_after_trim,
-    ],
-    output_features={"targets": seqio.Feature(DEFAULT_CORPUS_VOCABULARY,
-                                              add_eos=True)},
-    metric_fns=[])
+def _add_offline_corpus_tasks(prefix, offline_corpus):
+  """<prefix>_span_corruption and <prefix>_lm on an offline corpus."""
+  vocabulary = seqio.SentencePieceVocabulary(
+      offline_corpus.vocabulary_path, extra_ids=common.NUM_SENTINELS)
+  source = _corpus_source(offline_corpus)
+  seqio.TaskRegistry.add(
+      prefix + "_span_corruption", source=source,
+      preprocessors=_SPAN_CORRUPTION,
+      output_features=common.output_features(vocabulary), metric_fns=[])
+  lm_preprocessors, lm_features = _language_modelling(vocabulary)
+  seqio.TaskRegistry.add(
+      prefix + "_lm", source=source, preprocessors=lm_preprocessors,
+      output_features=lm_features, metric_fns=[])
+  return vocabulary
+
+
+DEFAULT_CORPUS_VOCABULARY = _add_offline_corpus_tasks(
+    "mtf_switch_default", corpus.DEFAULT)
+CODE_CORPUS_VOCABULARY = _add_offline_corpus_tasks(
+    "mtf_switch_code", code_corpus.CODE)

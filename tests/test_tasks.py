@@ -20,8 +20,8 @@ def _names(prefix):
 
 FINETUNING_TASKS = sorted(
     set(_names("mtf_switch_")) - set(_names("mtf_switch_mc4."))
-    - {"mtf_switch_c4_span_corruption", "mtf_switch_default_span_corruption",
-       "mtf_switch_default_lm", "mtf_switch_copy_words"})
+    - set(_names("mtf_switch_default_")) - set(_names("mtf_switch_code_"))
+    - {"mtf_switch_c4_span_corruption", "mtf_switch_copy_words"})
 
 
 def _check_examples(dataset, lengths, count=3):
@@ -115,6 +115,31 @@ def test_default_corpus_tasks_tokenize_offline():
         lengths, split="validation", shuffle=False, use_cached=False,
         try_in_mem_cache=False)
     _check_examples(dataset, lengths)
+
+
+def test_code_corpus_tasks_read_a_built_corpus_in_order(tmp_path,
+                                                       monkeypatch):
+  """The code corpus's tasks read <data dir>/code_corpus_v1 (built there on
+  first use; here a small one stands in) with the shipped vocabulary."""
+  from mtf_switch import code_corpus  # pylint: disable=g-import-not-at-top
+  from mtf_switch import corpus  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("MTF_SWITCH_DATA_DIR", str(tmp_path))
+  documents = ["def f%d(x):\n    return x + %d\n" % (i, i)
+               for i in range(300)]
+  corpus.build(str(tmp_path / code_corpus.NAME), documents, hash_order=True)
+  validation = corpus.read_split(str(tmp_path / code_corpus.NAME),
+                                 "validation")
+  assert validation and validation == sorted(validation,
+                                             key=corpus._text_hash)
+  for name, lengths in (("mtf_switch_code_span_corruption",
+                         {"inputs": 64, "targets": 16}),
+                        ("mtf_switch_code_lm", {"targets": 32})):
+    task = seqio.get_mixture_or_task(name)
+    dataset = task.get_dataset(lengths, split="train", shuffle=False,
+                               use_cached=False, try_in_mem_cache=False)
+    examples = _check_examples(dataset, lengths)
+    vocabulary = task.output_features["targets"].vocabulary
+    assert "return" in vocabulary.decode(examples[0]["targets"].tolist())
 
 
 def test_unknown_task_suggests_close_names():

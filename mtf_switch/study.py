@@ -1,0 +1,280 @@
+"""Studies: several models x seeds trained alike, with curves and plots.
+
+A study is configured in gin (`gin/studies/*.gin`) by binding
+`mtf_switch.Study`: the models (each a list of gin files and bindings), the
+seeds, the task, the shapes of a step and how long to train.  Every run
+(model, seed) trains on the same data in the same order (the examples are
+shuffled through a large buffer with one fixed data seed; the model seeds
+change initialization, jitter and dropout only) and evaluates every
+`eval_every` steps on the same held-out batches, writing one
+CSV row per evaluation: steps, training seconds (evaluation excluded),
+training loss, validation loss and the routing metrics averaged over the
+Switch layers and over the steps since the last row.
+
+A run checkpoints at every evaluation into the work dir and resumes from
+there after a kill; a run whose curve is already in the results dir is
+skipped, so a study continues on another machine from committed results.
+`summarize` turns the curves into a summary CSV, a markdown table and PNG
+plots.  `python -m mtf_switch.run_study` is the command.
+"""
+import csv
+import itertools
+import json
+import os
+import time
+
+import gin
+import mesh_tensorflow as mtf
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import checkpoints
+from mtf_switch import data
+from mtf_switch import loop
+from mtf_switch import models as models_lib
+from mtf_switch import step as step_lib
+
+CURVE_FIELDS = ("step", "train_seconds", "train_loss", "validation_loss",
+                "router_confidence", "router_entropy", "dropped_fraction",
+                "expert_fraction_max", "expert_fraction_min", "expert_load")
+
+
+@gin.configurable(module="mtf_switch")
+class Study:
+  """What a study trains: models x seeds, on one task, for `steps` steps."""
+
+  def __init__(self, name=gin.REQUIRED, models=gin.REQUIRED, seeds=(1, 2, 3),
+               task="mtf_switch_default_span_corruption", steps=1000,
+               eval_every=100, eval_batches=20, batch_size=16,
+               input_length=64, target_length=16, learning_rate=1e-2,
+               baseline="dense", description="", shuffle_buffer_size=100000):
+    """Records the study.
+
+    Args:
+      name: str, the study's name (its results folder).
+      models: dict from model name to a list of gin files ("*.gin", by name
+        on gin's search path) and bindings ("name = value").
+      seeds: TensorFlow seeds (initialization, jitter, dropout); every seed
+        sees the same data.
+      task: seqio task; a task with only "targets" trains a decoder-only
+        LM (its inputs are the targets shifted right).
+      steps: training steps of each run.
+      eval_every: steps between evaluations (and checkpoints).
+      eval_batches: validation batches of each evaluation (the first ones of
+        the validation split, the same for every run).
+      batch_size, input_length, target_length: shapes of a step.
+      learning_rate: Adafactor's (constant) learning rate.
+      baseline: the model others are compared with (the dense twin).
+      description: one line for the summary table.
+      shuffle_buffer_size: examples in the shuffle buffer of the training
+        data and of the held-out batches.  It must hold many documents'
+        examples: read in order, a long source file fills 16 consecutive
+        batches, and the model fits that file instead of the corpus (the
+        write-up's first attempt).  0 reads the data in order.
+
+    Raises:
+      ValueError: on an empty model list, a baseline not among the models,
+        or eval_every not dividing steps.
+    """
+    if not models:
+      raise ValueError("study %r has no models" % name)
+    if baseline not in models:
+      raise ValueError("baseline %r of study %r is not one of its models %s"
+                       % (baseline, name, sorted(models)))
+    if steps % eval_every:
+      raise ValueError("eval_every=%d must divide steps=%d"
+                       % (eval_every, steps))
+    self.name = name
+    self.models = dict(models)
+    self.seeds = list(seeds)
+    self.task = task
+    self.steps = steps
+    self.eval_every = eval_every
+    self.eval_batches = eval_batches
+    self.batch_size = batch_size
+    self.input_length = input_length
+    self.target_length = target_length
+    self.learning_rate = learning_rate
+    self.baseline = baseline
+    self.description = description
+    self.shuffle_buffer_size = shuffle_buffer_size
+
+  def runs(self):
+    """(model, seed) of every run, seeds outermost: the first seed of every
+    model comes before any second seed."""
+    return [(model, seed) for seed in self.seeds for model in self.models]
+
+  def quick(self, steps=20, eval_every=10):
+    """A copy that runs in minutes: one seed, few steps, two eval batches."""
+    return Study(self.name, self.models, self.seeds[:1], self.task, steps,
+                 eval_every, 2, self.batch_size, self.input_length,
+                 self.target_length, self.learning_rate, self.baseline,
+                 self.description, min(self.shuffle_buffer_size, 1000))
+
+
+def run_name(model, seed):
+  return "%s-seed%d" % (model, seed)
+
+
+def curve_path(results_dir, model, seed):
+  return os.path.join(results_dir, "curves", run_name(model, seed) + ".csv")
+
+
+def parse_model_config(config):
+  """Parses a model's gin files and bindings (gin cleared first)."""
+  gin.clear_config()
+  files = [c for c in config if c.endswith(".gin")]
+  bindings = [c for c in config if not c.endswith(".gin")]
+  gin.parse_config_files_and_bindings(files, bindings)
+
+
+def read_curve(path):
+  """A curve CSV as a list of dicts of floats (NaN where empty; step an
+  int, expert_load kept as str)."""
+  with open(path) as f:
+    return [{k: (v if k == "expert_load" else
+                 int(v) if k == "step" else float(v or "nan"))
+             for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def write_curve(path, rows):
+  """Writes rows atomically (a kill leaves the old file or the new one)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, path)
+
+
+def _routing_row(metrics_seen):
+  """Routing columns from the steps' metric dicts since the last row."""
+  if not metrics_seen or not metrics_seen[0]:
+    return {k: "" for k in CURVE_FIELDS[4:]}  # a dense model
+  layers = sorted({name.rsplit("/", 1)[0] for name in metrics_seen[0]})
+
+  def mean(metric):
+    return float(np.mean([[m["%s/%s" % (l, metric)] for l in layers]
+                          for m in metrics_seen]))
+  loads = [np.mean([m[l + "/expert_fraction"] for m in metrics_seen], 0)
+           for l in layers]
+  return {
+      "router_confidence": mean("router_confidence"),
+      "router_entropy": mean("router_entropy"),
+      "dropped_fraction": mean("dropped_fraction"),
+      "expert_fraction_max": mean("expert_fraction_max"),
+      "expert_fraction_min": mean("expert_fraction_min"),
+      "expert_load": json.dumps([[round(float(f), 4) for f in load]
+                                 for load in loads]),
+  }
+
+
+class RecordCurve(loop.Action):
+  """Every eval_every steps: evaluates the last checkpoint on the held-out
+  batches and appends a curve row (after a SaveCheckpoint action)."""
+
+  def __init__(self, study, eval_graph, eval_batches, rows, partial_path,
+               out):
+    super().__init__(study.eval_every, study.steps)
+    self.eval_graph = eval_graph
+    self.eval_batches = eval_batches
+    self.rows = rows
+    self.partial_path = partial_path
+    self.out = out
+    self._losses, self._metrics = [], []
+    self._train_seconds = rows[-1]["train_seconds"] if rows else 0.0
+    self._since = time.time()
+
+  def __call__(self, sess, step, values):
+    self._losses.append(float(values["loss"]))
+    self._metrics.append(values["metrics"])
+    super().__call__(sess, step, values)
+
+  def act(self, sess, step, values):
+    self._train_seconds += time.time() - self._since
+    row = dict(step=step, train_seconds=round(self._train_seconds, 2),
+               train_loss=float(np.mean(self._losses)),
+               validation_loss=self.validation_loss())
+    row.update(_routing_row(self._metrics))
+    self._append(row)
+    self._losses, self._metrics = [], []
+    self._since = time.time()
+
+  def validation_loss(self):
+    """Mean validation loss per target token of the latest checkpoint."""
+    eval_sess, _ = checkpoints.start_session(
+        self.eval_graph, os.path.dirname(self.partial_path))
+    with eval_sess:
+      return -loop.log_likelihood(eval_sess, self.eval_graph,
+                                  iter(self.eval_batches))
+
+  def fill_in(self, step):
+    """Adds the row of a checkpoint saved just before a kill, whose
+    training statistics are lost (left empty); its validation loss is
+    measured now."""
+    row = {k: "" for k in CURVE_FIELDS}
+    row.update(step=step, train_seconds=self._train_seconds,
+               validation_loss=self.validation_loss())
+    self._append(row)
+
+  def _append(self, row):
+    self.rows.append(row)
+    write_curve(self.partial_path, self.rows)
+    print("  step %d/%d  train loss %s  validation loss %.4f  %.1f s"
+          % (row["step"], self.steps, row["train_loss"] and
+             "%.4f" % row["train_loss"], row["validation_loss"],
+             self._train_seconds), file=self.out, flush=True)
+
+
+def run(study, model, seed, work_dir, results_dir, out):
+  """Trains one (model, seed) of the study, resuming from work_dir, and
+  writes its finished curve to results_dir.
+
+  Gin must hold nothing but what this run parses (call in a fresh process
+  or after gin.clear_config()).
+
+  Returns:
+    the curve's rows.
+  """
+  parse_model_config(study.models[model])
+  run_dir = os.path.join(work_dir, run_name(model, seed))
+  tf.io.gfile.makedirs(run_dir)
+  partial_path = os.path.join(run_dir, "curve.csv")
+  vocab_size = data.vocab_size(study.task)
+  model_obj = models_lib.make_model(vocab_size)
+  lengths = (study.batch_size,) + data.step_lengths(
+      study.task, study.input_length, study.target_length)
+  train_graph = step_lib.build_step_graph(
+      model_obj, *lengths, seed=seed, max_to_keep=1,
+      make_optimizer=lambda: mtf.optimize.AdafactorOptimizer(
+          learning_rate=study.learning_rate))
+  eval_graph = step_lib.build_step_graph(model_obj, *lengths, train=False,
+                                         seed=seed)
+  # One data seed for every model and seed: the same batches for all.
+  shuffled = dict(shuffle=study.shuffle_buffer_size > 0, seed=0,
+                  shuffle_buffer_size=study.shuffle_buffer_size or None)
+  eval_batches = list(itertools.islice(data.task_batches(
+      study.task, "validation", *lengths, repeat=False, **shuffled),
+                                       study.eval_batches))
+  sess, checkpoint = checkpoints.start_session(train_graph, run_dir)
+  with sess:
+    done = int(sess.run(train_graph.global_step))
+    # Rows past the checkpoint belong to steps that will run again.
+    rows = ([r for r in read_curve(partial_path) if r["step"] <= done]
+            if checkpoint and os.path.exists(partial_path) else [])
+    if checkpoint:
+      print("  resuming from %s (step %d)" % (checkpoint, done), file=out,
+            flush=True)
+    batches = data.task_batches(study.task, "train", *lengths, repeat=True,
+                                skip_batches=done, **shuffled)
+    record = RecordCurve(study, eval_graph, eval_batches, rows, partial_path,
+                         out)
+    if done and (not rows or rows[-1]["step"] < done):
+      record.fill_in(done)
+    loop.train(sess, train_graph, batches, study.steps, [
+        loop.SaveCheckpoint(study.eval_every, study.steps, train_graph,
+                            run_dir, out=None),
+        record])
+  write_curve(curve_path(results_dir, model, seed), rows)
+  return rows

@@ -1,0 +1,77 @@
+"""Study summaries from curves: crossings, speed-ups, clear differences."""
+import numpy as np
+import pytest
+
+from mtf_switch import study as study_lib
+from mtf_switch import study_report
+
+
+def _rows(losses, seconds_per_step, every=100):
+  return [dict(step=every * (i + 1),
+               train_seconds=seconds_per_step * every * (i + 1),
+               train_loss=loss, validation_loss=loss,
+               router_confidence=float("nan"))
+          for i, loss in enumerate(losses)]
+
+
+def _study():
+  return study_lib.Study(name="s", models={"dense": [], "switch": []},
+                         seeds=[1, 2], steps=400, eval_every=100)
+
+
+def test_first_crossing_interpolates_linearly():
+  assert study_report.first_crossing([100, 200, 300], [5, 4, 3], 3.5) == 250
+  assert study_report.first_crossing([100, 200], [5, 4], 6) == 100
+  assert study_report.first_crossing([100, 200], [5, 4], 3) is None
+
+
+def test_summary_speedups_against_the_baseline():
+  curves = {
+      "dense": {1: _rows([5.0, 4.0, 3.5, 3.0], 1.0),
+                2: _rows([5.2, 4.2, 3.7, 3.2], 1.0)},     # final mean 3.1
+      "switch": {1: _rows([4.0, 3.1, 2.6, 2.5], 1.5),
+                 2: _rows([4.0, 3.1, 2.6, 2.5], 1.5)},    # final 2.5
+  }
+  rows = {r["model"]: r for r in study_report.summarize(_study(), curves)}
+  dense, switch = rows["dense"], rows["switch"]
+  assert dense["final_validation_loss"] == pytest.approx(3.1)
+  assert dense["final_validation_loss_std"] == pytest.approx(0.1)
+  assert dense["step_speedup"] == 1.0
+  assert switch["delta_vs_baseline"] == pytest.approx(-0.6)
+  assert switch["clear"]  # 0.6 > 2 * max(0.0, 0.1)
+  # Switch reaches 3.1 at step 200 (3.1 exactly): 400 / 200 = 2x in steps;
+  # in time 300 s against dense's 400 s.
+  assert switch["steps_to_baseline"] == 200
+  assert switch["step_speedup"] == 2.0
+  assert switch["seconds_to_baseline"] == pytest.approx(300.0)
+  assert switch["time_speedup"] == pytest.approx(400 / 300, abs=0.01)
+  assert switch["step_seconds"] == pytest.approx(1.5)
+
+
+def test_a_difference_within_twice_the_spread_is_not_clear():
+  curves = {"dense": {1: _rows([3.0], 1.0), 2: _rows([3.4], 1.0)},
+            "switch": {1: _rows([3.1], 1.0), 2: _rows([3.1], 1.0)}}
+  switch, = [r for r in study_report.summarize(_study(), curves)
+             if r["model"] == "switch"]
+  assert switch["delta_vs_baseline"] == pytest.approx(-0.1)
+  assert not switch["clear"]
+  markdown = study_report.markdown_table(_study(), [switch])
+  assert "| switch | 2 | 3.1000 +- 0.0000 | -0.1000 | no |" in markdown
+
+
+def test_mean_curve_truncates_to_the_shortest_run():
+  steps, mean, std = study_report.mean_curve(
+      {1: _rows([4.0, 3.0, 2.0], 1.0), 2: _rows([6.0, 5.0], 1.0)},
+      "validation_loss")
+  np.testing.assert_array_equal(steps, [100, 200])
+  np.testing.assert_allclose(mean, [5.0, 4.0])
+  np.testing.assert_allclose(std, [1.0, 1.0])
+
+
+def test_bad_studies_are_refused():
+  with pytest.raises(ValueError, match=r"baseline 'dense' .* \['switch'\]"):
+    study_lib.Study(name="s", models={"switch": []})
+  with pytest.raises(ValueError, match=r"eval_every=300 must divide "
+                     r"steps=1000"):
+    study_lib.Study(name="s", models={"dense": []}, steps=1000,
+                    eval_every=300)
