@@ -120,6 +120,44 @@ def curve_path(results_dir, model, seed):
   return os.path.join(results_dir, "curves", run_name(model, seed) + ".csv")
 
 
+def run_config(study, model, seed):
+  """What decides a run's curve: the model's gin config, the seed and the
+  study's data and shapes (not its name, model list or seed list)."""
+  return dict(model=study.models[model], seed=seed, task=study.task,
+              steps=study.steps, eval_every=study.eval_every,
+              eval_batches=study.eval_batches, batch_size=study.batch_size,
+              input_length=study.input_length,
+              target_length=study.target_length,
+              learning_rate=study.learning_rate,
+              shuffle_buffer_size=study.shuffle_buffer_size)
+
+
+def check_run_dir(run_dir, config):
+  """Records `config` in a new run dir, or checks that an existing one was
+  made with it.
+
+  Raises:
+    ValueError: naming the run dir, if it holds a run of another config
+      (resuming it would mix two runs in one curve).
+  """
+  path = os.path.join(run_dir, "run_config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)
+    if recorded != json.loads(json.dumps(config)):
+      changed = sorted(k for k in set(recorded) | set(config)
+                       if recorded.get(k) != json.loads(json.dumps(
+                           config)).get(k))
+      raise ValueError(
+          "%s holds a run of another configuration (%s differ); remove that "
+          "folder to start this run afresh, or use another --work_dir"
+          % (run_dir, ", ".join(changed)))
+    return
+  tf.io.gfile.makedirs(run_dir)
+  with open(path, "w") as f:
+    json.dump(config, f, indent=1, sort_keys=True)
+
+
 def parse_model_config(config):
   """Parses a model's gin files and bindings (gin cleared first)."""
   gin.clear_config()
@@ -237,9 +275,9 @@ def run(study, model, seed, work_dir, results_dir, out):
   Returns:
     the curve's rows.
   """
-  parse_model_config(study.models[model])
   run_dir = os.path.join(work_dir, run_name(model, seed))
-  tf.io.gfile.makedirs(run_dir)
+  check_run_dir(run_dir, run_config(study, model, seed))
+  parse_model_config(study.models[model])
   partial_path = os.path.join(run_dir, "curve.csv")
   vocab_size = data.vocab_size(study.task)
   model_obj = models_lib.make_model(vocab_size)

@@ -66,12 +66,3 @@ def test_mean_curve_truncates_to_the_shortest_run():
   np.testing.assert_array_equal(steps, [100, 200])
   np.testing.assert_allclose(mean, [5.0, 4.0])
   np.testing.assert_allclose(std, [1.0, 1.0])
-
-
-def test_bad_studies_are_refused():
-  with pytest.raises(ValueError, match=r"baseline 'dense' .* \['switch'\]"):
-    study_lib.Study(name="s", models={"switch": []})
-  with pytest.raises(ValueError, match=r"eval_every=300 must divide "
-                     r"steps=1000"):
-    study_lib.Study(name="s", models={"dense": []}, steps=1000,
-                    eval_every=300)
