@@ -2,7 +2,6 @@
 import gin
 import helpers
 import mesh_tensorflow as mtf
-from mesh_tensorflow.transformer import transformer
 import numpy as np
 import numpy_reference
 import pytest
