@@ -25,6 +25,7 @@ import time
 
 import gin
 import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import learning_rate_schedules
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -47,7 +48,8 @@ class Study:
                task="mtf_switch_default_span_corruption", steps=1000,
                eval_every=100, eval_batches=20, batch_size=16,
                input_length=64, target_length=16, learning_rate=1e-2,
-               baseline="dense", description="", shuffle_buffer_size=100000):
+               baseline="dense", description="", shuffle_buffer_size=100000,
+               decay_fraction=0.0):
     """Records the study.
 
     Args:
@@ -63,7 +65,7 @@ class Study:
       eval_batches: validation batches of each evaluation (the first ones of
         the validation split, the same for every run).
       batch_size, input_length, target_length: shapes of a step.
-      learning_rate: Adafactor's (constant) learning rate.
+      learning_rate: Adafactor's learning rate (its peak, with decay).
       baseline: the model others are compared with (the dense twin).
       description: one line for the summary table.
       shuffle_buffer_size: examples in the shuffle buffer of the training
@@ -71,10 +73,13 @@ class Study:
         examples: read in order, a long source file fills 16 consecutive
         batches, and the model fits that file instead of the corpus (the
         write-up's first attempt).  0 reads the data in order.
+      decay_fraction: the learning rate decays linearly to 0 over this
+        fraction of the steps, at the end of the run (mesh-tensorflow's
+        `linear_decay`); 0 keeps it constant.
 
     Raises:
       ValueError: on an empty model list, a baseline not among the models,
-        or eval_every not dividing steps.
+        eval_every not dividing steps, or decay_fraction outside [0, 1].
     """
     if not models:
       raise ValueError("study %r has no models" % name)
@@ -84,6 +89,9 @@ class Study:
     if steps % eval_every:
       raise ValueError("eval_every=%d must divide steps=%d"
                        % (eval_every, steps))
+    if not 0.0 <= decay_fraction <= 1.0:
+      raise ValueError("decay_fraction=%r must be in [0, 1] (0 keeps the "
+                       "learning rate constant)" % (decay_fraction,))
     self.name = name
     self.models = dict(models)
     self.seeds = list(seeds)
@@ -98,6 +106,7 @@ class Study:
     self.baseline = baseline
     self.description = description
     self.shuffle_buffer_size = shuffle_buffer_size
+    self.decay_fraction = decay_fraction
 
   def runs(self):
     """(model, seed) of every run, seeds outermost: the first seed of every
@@ -109,7 +118,19 @@ class Study:
     return Study(self.name, self.models, self.seeds[:1], self.task, steps,
                  eval_every, 2, self.batch_size, self.input_length,
                  self.target_length, self.learning_rate, self.baseline,
-                 self.description, min(self.shuffle_buffer_size, 1000))
+                 self.description, min(self.shuffle_buffer_size, 1000),
+                 self.decay_fraction)
+
+  def learning_rate_at(self, step):
+    """The learning rate of a training step (a tf scalar).
+
+    Args:
+      step: int or tf scalar, steps done so far.
+    """
+    if not self.decay_fraction:
+      return tf.constant(self.learning_rate, tf.float32)
+    return self.learning_rate * learning_rate_schedules.linear_decay(
+        step, self.steps, self.decay_fraction)
 
 
 def run_name(model, seed):
@@ -129,7 +150,8 @@ def run_config(study, model, seed):
               input_length=study.input_length,
               target_length=study.target_length,
               learning_rate=study.learning_rate,
-              shuffle_buffer_size=study.shuffle_buffer_size)
+              shuffle_buffer_size=study.shuffle_buffer_size,
+              decay_fraction=study.decay_fraction)
 
 
 def check_run_dir(run_dir, config):
@@ -286,7 +308,7 @@ def run(study, model, seed, work_dir, results_dir, out):
   train_graph = step_lib.build_step_graph(
       model_obj, *lengths, seed=seed, max_to_keep=1,
       make_optimizer=lambda: mtf.optimize.AdafactorOptimizer(
-          learning_rate=study.learning_rate))
+          learning_rate=study.learning_rate_at(tf.train.get_global_step())))
   eval_graph = step_lib.build_step_graph(model_obj, *lengths, train=False,
                                          seed=seed)
   # One data seed for every model and seed: the same batches for all.

@@ -1,5 +1,7 @@
 """Study configuration: its checks, and run dirs bound to one configuration."""
+import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
 from mtf_switch import study as study_lib
 
@@ -27,3 +29,23 @@ def test_a_run_dir_of_another_configuration_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"switch-seed1 holds a run of another "
                      r"configuration \(steps differ\); remove"):
     study_lib.check_run_dir(run_dir, study_lib.run_config(study, "switch", 1))
+
+
+def test_learning_rate_decays_linearly_over_the_last_fraction():
+  steps, fraction = 400, 0.25
+  decayed = study_lib.Study(name="s", models={"dense": []}, steps=steps,
+                            eval_every=100, learning_rate=0.02,
+                            decay_fraction=fraction)
+  constant = study_lib.Study(name="s", models={"dense": []}, steps=steps,
+                             eval_every=100, learning_rate=0.02)
+  at = [0, 200, 300, 350, 399, 400]
+  with tf.Graph().as_default(), tf.Session() as sess:
+    got = sess.run([decayed.learning_rate_at(s) for s in at])
+    flat = sess.run([constant.learning_rate_at(s) for s in at])
+  # numpy: 0.02 until 300, then a straight line to 0 at step 400.
+  want = [0.02 * min(1.0, (steps - s) / (fraction * steps)) for s in at]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(flat, [0.02] * len(at), rtol=1e-6)
+  with pytest.raises(ValueError, match=r"decay_fraction=1.5 must be in "
+                     r"\[0, 1\]"):
+    study_lib.Study(name="s", models={"dense": []}, decay_fraction=1.5)
