@@ -42,3 +42,59 @@ def save(sess, step_graph, model_dir):
   return step_graph.saver.save(
       sess, os.path.join(model_dir, "model.ckpt"),
       global_step=sess.run(step_graph.global_step), write_meta_graph=False)
+
+
+def resolve(checkpoint_or_dir):
+  """A checkpoint path from a path or a directory (its latest checkpoint).
+
+  Raises:
+    ValueError: naming it, if there is no checkpoint there.
+  """
+  if tf.io.gfile.isdir(checkpoint_or_dir):
+    path = tf.train.latest_checkpoint(checkpoint_or_dir)
+  elif tf.io.gfile.exists(checkpoint_or_dir + ".index"):
+    path = checkpoint_or_dir
+  else:
+    path = None
+  if not path:
+    raise ValueError("no checkpoint at %r: give a model dir holding one or a "
+                     "checkpoint path such as DIR/model.ckpt-1000"
+                     % (checkpoint_or_dir,))
+  return path
+
+
+def check_weights(step_graph, checkpoint):
+  """Checks that a checkpoint holds every weight of step_graph, in shape.
+
+  Raises:
+    ValueError: naming the first weights missing or of another shape.
+  """
+  shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+  missing, mismatched = [], []
+  for weight in step_graph.weights:
+    name, shape = weight.op.name, weight.shape.as_list()
+    if name not in shapes:
+      missing.append(name)
+    elif shapes[name] != shape:
+      mismatched.append("%s is %s there, %s here" % (name, shapes[name],
+                                                     shape))
+  if missing or mismatched:
+    raise ValueError(
+        "%s does not fit this model: %s" % (checkpoint, "; ".join(
+            (["missing " + ", ".join(missing[:5])] if missing else []) +
+            mismatched[:5])))
+
+
+def restore_weights(sess, step_graph, checkpoint):
+  """Restores the model's weights only (no optimizer slots, no step) from
+  another run's checkpoint: the start of a fine-tuning run.
+
+  Raises:
+    ValueError: as check_weights.
+  """
+  check_weights(step_graph, checkpoint)
+  with step_graph.graph.as_default():
+    saver = tf.train.Saver(step_graph.weights)
+  saver.restore(sess, checkpoint)
+  sess.run(step_graph.init_ops[-1])  # masters to slices
+

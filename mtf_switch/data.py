@@ -1,6 +1,12 @@
-"""Numpy batches of a seqio task, for the CPU training and evaluation loops."""
+"""Numpy batches of a seqio task, for the CPU training and evaluation loops;
+the record of a run's vocabulary."""
+import hashlib
+import json
+import os
+
 import numpy as np
 import seqio
+import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
 from mtf_switch import tasks
@@ -8,7 +14,7 @@ from mtf_switch import tasks
 
 def task_batches(task_name, split, batch_size, input_length, target_length,
                  repeat=True, skip_batches=0, seed=0, shuffle=None,
-                 shuffle_buffer_size=None):
+                 shuffle_buffer_size=None, drop_remainder=True):
   """Numpy {"inputs", "targets"} batches of a seqio task, padded.
 
   A task without an "inputs" feature is a decoder-only language model's:
@@ -26,6 +32,8 @@ def task_batches(task_name, split, batch_size, input_length, target_length,
     shuffle_buffer_size: examples in the shuffle buffer; default the task's
       (seqio: 1000).  A long document makes many consecutive examples, so
       a buffer of a few documents' examples leaves batches correlated.
+    drop_remainder: drop a last, smaller batch (training); False keeps it
+      (evaluating every example).
 
   Returns:
     iterator of dicts of int32 [batch_size, length] arrays; 0 is padding.
@@ -42,7 +50,7 @@ def task_batches(task_name, split, batch_size, input_length, target_length,
       shuffle_buffer_size=shuffle_buffer_size)
   dataset = seqio.utils.trim_and_pad_dataset(
       dataset.map(lambda ex: {k: ex[k] for k in lengths}), lengths)
-  dataset = dataset.batch(batch_size, drop_remainder=True)
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
   batches = tfds.as_numpy(dataset.skip(skip_batches))
   return map(_with_shifted_inputs, batches) if lm else iter(batches)
 
@@ -72,3 +80,54 @@ def vocab_size(task_name):
   """The size of the task's target vocabulary."""
   task = tasks.get_task_or_mixture(task_name)
   return task.output_features["targets"].vocabulary.vocab_size
+
+
+VOCABULARY_RECORD = "vocabulary.json"
+
+
+def vocabulary_record(task_name):
+  """What identifies the task's target vocabulary: its class, size and a
+  SHA-256 of its model (a SentencePiece model's bytes), not its path."""
+  vocabulary = tasks.get_task_or_mixture(task_name).output_features[
+      "targets"].vocabulary
+  model = getattr(vocabulary, "sp_model", None) or b""
+  return {"class": type(vocabulary).__name__,
+          "vocab_size": vocabulary.vocab_size,
+          "sha256": hashlib.sha256(model).hexdigest(),
+          "task": task_name}
+
+
+def write_vocabulary_record(model_dir, task_name):
+  """Writes model_dir/vocabulary.json (what check_vocabulary compares)."""
+  with tf.io.gfile.GFile(os.path.join(model_dir, VOCABULARY_RECORD),
+                         "w") as f:
+    f.write(json.dumps(vocabulary_record(task_name), indent=1,
+                       sort_keys=True))
+
+
+def check_vocabulary(model_dir, task_name):
+  """Checks that a run in model_dir used the task's vocabulary.
+
+  Returns:
+    False if model_dir has no vocabulary record (a checkpoint made
+    elsewhere: only its shapes can be checked), True if it matches.
+
+  Raises:
+    ValueError: naming both vocabularies, if they differ.
+  """
+  path = os.path.join(model_dir, VOCABULARY_RECORD)
+  if not tf.io.gfile.exists(path):
+    return False
+  with tf.io.gfile.GFile(path) as f:
+    recorded = json.load(f)
+  here = vocabulary_record(task_name)
+  keys = ("class", "vocab_size", "sha256")
+  if any(recorded.get(k) != here[k] for k in keys):
+    raise ValueError(
+        "the checkpoint in %s was trained with another vocabulary (%s, "
+        "size %s, of task %s) than task %s's (%s, size %d); fine-tune on a "
+        "task with the pre-training vocabulary"
+        % (model_dir, recorded.get("class"), recorded.get("vocab_size"),
+           recorded.get("task"), task_name, here["class"],
+           here["vocab_size"]))
+  return True

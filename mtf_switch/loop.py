@@ -6,6 +6,7 @@ TensorBoard summaries and checkpoints here; a guard or an early stop is
 another `Action`.  `train_task` and `evaluate_task` are the main job's
 whole runs on a seqio task.
 """
+import os
 import sys
 import time
 
@@ -133,23 +134,47 @@ def log_likelihood(sess, step_graph, batches, max_batches=None):
 def train_task(model, model_dir, task_name, steps, batch_size, input_length,
                target_length, mesh_shape="", layout="",
                make_optimizer=None, log_every=10, save_every=100,
-               out=sys.stdout):
+               init_checkpoint=None, out=sys.stdout):
   """Trains `model` on a seqio task to `steps` total steps, resuming from
   the latest checkpoint in model_dir, with console reports, TensorBoard
   summaries and checkpoints.
 
+  Args:
+    init_checkpoint: a checkpoint or model dir whose weights start a new
+      run (fine-tuning: optimizer state and step start afresh); ignored
+      when model_dir already has a checkpoint (the run resumes).
+    (the others: as their names say; steps counts from the run's start.)
+
   Returns:
     list of (step, loss) of the steps run now.
+
+  Raises:
+    ValueError: if init_checkpoint is missing, was trained with another
+      vocabulary or does not hold this model's weights, or if model_dir's
+      run used another vocabulary (before anything is written to
+      model_dir).
   """
   step_graph = step_lib.build_step_graph(
       model, batch_size, input_length, target_length, mesh_shape, layout,
       make_optimizer=make_optimizer)
+  init_from = None
+  if checkpoints.latest(model_dir):
+    data.check_vocabulary(model_dir, task_name)  # resuming
+  elif init_checkpoint:
+    init_from = checkpoints.resolve(init_checkpoint)
+    data.check_vocabulary(os.path.dirname(init_from), task_name)
+    checkpoints.check_weights(step_graph, init_from)
   tf.io.gfile.makedirs(model_dir)
+  data.write_vocabulary_record(model_dir, task_name)
   sess, checkpoint = checkpoints.start_session(step_graph, model_dir)
   with sess:
     first_step = int(sess.run(step_graph.global_step))
     if checkpoint:
       print("resuming from %s (step %d)" % (checkpoint, first_step), file=out)
+    elif init_from:
+      checkpoints.restore_weights(sess, step_graph, init_from)
+      print("weights from %s (optimizer state and step start afresh)"
+            % init_from, file=out)
     batches = data.task_batches(task_name, "train", batch_size, input_length,
                                 target_length, skip_batches=first_step)
     tokens_per_step = batch_size * (input_length + target_length)

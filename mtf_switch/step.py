@@ -15,7 +15,8 @@ from mtf_switch import mesh as mesh_lib
 StepGraph = collections.namedtuple(
     "StepGraph", ["graph", "inputs", "targets", "loss", "train_op",
                   "metrics", "scalars", "token_log_likelihood", "num_tokens",
-                  "global_step", "saver", "init_ops", "save_ops"])
+                  "global_step", "saver", "init_ops", "save_ops",
+                  "weights"])
 StepGraph.__doc__ = """A lowered training or evaluation step on CPU.
 
 Attributes:
@@ -36,6 +37,8 @@ Attributes:
   init_ops: ops to run, in order, in a new session without a checkpoint.
   save_ops: ops to run before saving (slices back to masters); after a
     restore, run init_ops[-1:] (masters to slices).
+  weights: the master tf.Variables of the model's trainable weights (no
+    optimizer slots, no step): what fine-tuning restores.
 """
 
 
@@ -125,7 +128,8 @@ def build_step_graph(model, batch_size, input_length, target_length,
         lowering.export_to_tf_tensor(num_tokens), global_step, saver,
         [tf.global_variables_initializer(),
          lowering.copy_masters_to_slices()],
-        [lowering.copy_slices_to_masters()])
+        [lowering.copy_slices_to_masters()],
+        [v.get_master() for v in mtf_graph.trainable_variables])
 
 
 def target_log_likelihood(logits, targets):

@@ -5,7 +5,9 @@ The model comes from gin (default `models/switch_tiny.gin`), the mesh from
 corruption on the offline default corpus, `mtf_switch.corpus`).  It prints
 progress and per-layer routing metrics, writes TensorBoard summaries and
 checkpoints to --model_dir, resumes from the last checkpoint there, and ends
-with the validation split's negative log perplexity.
+with the validation split's negative log perplexity (and, with --metrics,
+the task's own metrics on greedy decodes).  --init_checkpoint starts a new
+run from another run's weights: fine-tuning.
 
   python -m mtf_switch.train --model_dir /tmp/switch_tiny --steps 300
 """
@@ -19,6 +21,7 @@ import tensorflow.compat.v1 as tf
 
 from mtf_switch import checkpoints
 from mtf_switch import data
+from mtf_switch import decode
 from mtf_switch import gin_flags
 from mtf_switch import loop
 from mtf_switch import models
@@ -41,6 +44,15 @@ def main(argv=None):
   parser.add_argument("--layout", default="batch:batch;experts:experts")
   parser.add_argument("--log_every", type=int, default=25)
   parser.add_argument("--save_every", type=int, default=100)
+  parser.add_argument("--init_checkpoint", default=None,
+                      help="model dir or checkpoint whose weights start a "
+                           "new run (fine-tuning; its vocabulary must be "
+                           "the task's)")
+  parser.add_argument("--metrics", action="store_true",
+                      help="at the end, decode the validation split and "
+                           "print the task's metrics")
+  parser.add_argument("--metric_batches", type=int, default=None,
+                      help="decode at most this many batches for --metrics")
   args = parser.parse_args(argv)
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(args.task)
@@ -54,16 +66,23 @@ def main(argv=None):
   run = dict(task_name=args.task, batch_size=args.batch_size,
              input_length=input_length, target_length=target_length,
              mesh_shape=args.mesh_shape, layout=args.layout)
-  if not checkpoints.latest(args.model_dir):
+  if not (checkpoints.latest(args.model_dir) or args.init_checkpoint):
     print("validation neg. log perplexity before training: %.4f"
           % loop.evaluate_task(model, None, **run))
   loop.train_task(
       model, args.model_dir, steps=args.steps,
       make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
                                        learning_rate=args.learning_rate),
-      log_every=args.log_every, save_every=args.save_every, **run)
+      log_every=args.log_every, save_every=args.save_every,
+      init_checkpoint=args.init_checkpoint, **run)
   print("validation neg. log perplexity after %d steps: %.4f"
         % (args.steps, loop.evaluate_task(model, args.model_dir, **run)))
+  if args.metrics:
+    run.pop("task_name")
+    scores = decode.task_metrics(model, args.model_dir, args.task,
+                                 max_batches=args.metric_batches, **run)
+    print("validation metrics after %d steps: %s" % (args.steps, ", ".join(
+        "%s %.4g" % kv for kv in sorted(scores.items()))))
 
 
 if __name__ == "__main__":

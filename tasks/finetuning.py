@@ -14,6 +14,10 @@ the rest.  Names are T5's with an `mtf_switch_` prefix, so they live beside
   `mtf_switch_winogrande`.
 - Closed-book QA (no context): `mtf_switch_web_questions`,
   `mtf_switch_natural_questions`, `mtf_switch_trivia_qa`.
+- Offline, with the default corpus's vocabulary:
+  `mtf_switch_default_docstring_summary` (a docstring's body in, its summary
+  line out; ROUGE), to fine-tune a model pre-trained on the default corpus
+  on any machine.
 """
 import functools
 
@@ -25,7 +29,9 @@ from t5.evaluation import metrics
 import tensorflow.compat.v2 as tf
 import tensorflow_datasets as tfds
 
+from mtf_switch import corpus
 from mtf_switch.tasks import common
+from mtf_switch.tasks import pretraining
 
 _FEATURES = common.output_features(common.ENGLISH_VOCABULARY)
 _TAIL = [seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
@@ -160,3 +166,41 @@ _add("mtf_switch_trivia_qa", "trivia_qa/unfiltered.nocontext:1.1.0",
                     lambda x: tf.concat([[x["answer"]["value"]],
                                          x["answer"]["aliases"]], 0)),
      [metrics.squad], postprocessors.qa, splits=["train", "validation"])
+
+
+# ------------------------- Offline: docstring summaries ----------------------
+SUMMARY_MAX_CHARS = 200
+
+
+@seqio.map_over_dataset
+def docstring_summary(x):
+  """A docstring's body in, its summary line (first paragraph) out."""
+  parts = tf.strings.split(x["text"], "\n\n", maxsplit=1)
+  parts = tf.concat([parts, ["", ""]], 0)  # a one-paragraph text: no body
+  return {"inputs": tf.strings.join(["summarize:", tf.strings.strip(
+      parts[1])], separator=" "),
+          "targets": tf.strings.strip(parts[0]), "body": parts[1]}
+
+
+def _has_summary_and_body(x):
+  summary_length = tf.strings.length(x["targets"])
+  return tf.logical_and(
+      tf.logical_and(summary_length > 0, summary_length <= SUMMARY_MAX_CHARS),
+      tf.strings.length(tf.strings.strip(x["body"])) > 0)
+
+
+# A generation task that runs anywhere, pre-training -> fine-tuning ->
+# evaluation on one machine: the default corpus (mostly docstrings) with
+# its own vocabulary, so that a model pre-trained on
+# `mtf_switch_default_span_corruption` fine-tunes on it; ROUGE as for
+# summarization (CNN/DailyMail, XSum).
+seqio.TaskRegistry.add(
+    "mtf_switch_default_docstring_summary",
+    source=pretraining.corpus_source(corpus.DEFAULT),
+    preprocessors=[
+        docstring_summary,
+        lambda ds: ds.filter(_has_summary_and_body),
+    ] + _TAIL,
+    output_features=common.output_features(
+        pretraining.DEFAULT_CORPUS_VOCABULARY),
+    metric_fns=[metrics.rouge])

@@ -61,7 +61,7 @@ seqio.MixtureRegistry.add(
                                    temperature=MC4_TEMPERATURE))
 
 
-def _corpus_source(offline_corpus):
+def corpus_source(offline_corpus):
   """seqio source of an offline corpus's documents as {"text": ...}; the
   corpus is built on first use."""
 
@@ -92,7 +92,7 @@ def _add_offline_corpus_tasks(prefix, offline_corpus):
   """<prefix>_span_corruption and <prefix>_lm on an offline corpus."""
   vocabulary = seqio.SentencePieceVocabulary(
       offline_corpus.vocabulary_path, extra_ids=common.NUM_SENTINELS)
-  source = _corpus_source(offline_corpus)
+  source = corpus_source(offline_corpus)
   seqio.TaskRegistry.add(
       prefix + "_span_corruption", source=source,
       preprocessors=_SPAN_CORRUPTION,

@@ -1,7 +1,9 @@
-"""Checkpoints: saved master weights restore on any mesh."""
+"""Checkpoints: saved master weights restore on any mesh; fine-tuning
+restores the weights only."""
 import gin
 import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
+import pytest
 
 from mtf_switch import checkpoints
 from mtf_switch import models
@@ -41,3 +43,48 @@ def test_checkpoint_restores_the_same_weights_on_another_mesh(tmp_path):
                           str(tmp_path))
   assert one_device > untrained
   np.testing.assert_allclose(four_devices, one_device, rtol=1e-5)
+
+
+def test_restore_weights_starts_a_new_run_from_another_runs_weights(tmp_path):
+  """Fine-tuning's start: the weights come over, the optimizer slots and
+  the step do not; a checkpoint of another shape or none at all is refused
+  by name."""
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  tokens = np.random.RandomState(0).randint(2, 32, (4, 8)).astype(np.int32)
+  feed = lambda step: {step.inputs: tokens, step.targets: tokens}  # noqa
+
+  def train_graph():
+    return step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+
+  pretrain = train_graph()
+  sess, _ = checkpoints.start_session(pretrain, None)
+  with sess:
+    for _ in range(3):
+      sess.run(pretrain.train_op, feed(pretrain))
+    checkpoints.save(sess, pretrain, str(tmp_path))
+    pretrained = sess.run(pretrain.weights)
+    pretrained_loss = sess.run(pretrain.loss, feed(pretrain))
+
+  finetune = train_graph()
+  sess, _ = checkpoints.start_session(finetune, None)
+  with sess:
+    checkpoints.restore_weights(
+        sess, finetune, checkpoints.resolve(str(tmp_path)))
+    for got, want in zip(sess.run(finetune.weights), pretrained):
+      np.testing.assert_array_equal(got, want)
+    slots = [v for v in finetune.graph.get_collection("variables")
+             if "_slot_" in v.op.name]
+    assert slots and not any(np.any(s) for s in sess.run(slots))
+    assert sess.run(finetune.global_step) == 0
+    # The slices the step computes with hold the weights, too.
+    np.testing.assert_allclose(sess.run(finetune.loss, feed(finetune)),
+                               pretrained_loss, rtol=1e-5)
+
+  gin.parse_config("mtf_switch.SwitchFeedForward.hidden_size = 48")
+  wider = train_graph()
+  with pytest.raises(ValueError, match=r"model.ckpt-3 does not fit this "
+                     r"model: .*SwitchFeedForward/.* is \[.*\] there"):
+    checkpoints.check_weights(wider, checkpoints.resolve(str(tmp_path)))
+  with pytest.raises(ValueError, match=r"no checkpoint at '.*empty'"):
+    checkpoints.resolve(str(tmp_path / "empty"))

@@ -1,6 +1,7 @@
 """Batches of seqio tasks for the CPU loops."""
 import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
+import pytest
 
 from mtf_switch import data
 
@@ -25,3 +26,18 @@ def test_unshuffled_batches_repeat_exactly_and_skip_resumes_them():
   run = first(5)
   np.testing.assert_array_equal(np.stack(run), np.stack(first(5)))
   np.testing.assert_array_equal(np.stack(run[3:]), np.stack(first(2, 3)))
+
+
+def test_a_run_records_its_vocabulary_and_another_is_refused(tmp_path):
+  model_dir = str(tmp_path)
+  assert not data.check_vocabulary(model_dir, "mtf_switch_default_lm")
+  data.write_vocabulary_record(model_dir, "mtf_switch_default_span_corruption")
+  # Same SentencePiece model, another task: the same vocabulary.
+  assert data.check_vocabulary(model_dir, "mtf_switch_default_lm")
+  # The code corpus's vocabulary has the same size, not the same pieces.
+  assert (data.vocab_size("mtf_switch_code_lm") ==
+          data.vocab_size("mtf_switch_default_lm"))
+  with pytest.raises(ValueError, match=r"another vocabulary \(Sentence"
+                     r"PieceVocabulary, size 2100, of task mtf_switch_default_"
+                     r"span_corruption\) than task mtf_switch_code_lm's"):
+    data.check_vocabulary(model_dir, "mtf_switch_code_lm")

@@ -59,3 +59,30 @@ def test_main_job_trains_checkpoints_and_resumes_after_a_kill(tmp_path):
   assert "step 70/70" in out
   assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-70")
   assert _perplexities(out)[-1] > before + 0.5
+
+
+@pytest.mark.slow
+def test_main_job_fine_tunes_from_a_checkpoint_and_scores_decodes(tmp_path):
+  pretrained, finetuned = str(tmp_path / "pre"), str(tmp_path / "fine")
+  _finish(_main_job(pretrained, "--steps", "10"))
+  finetune = ["--init_checkpoint", pretrained, "--gin_file",
+              "models/switch_tiny.gin", "--gin_file", "finetune/switch.gin",
+              "--task", "mtf_switch_default_docstring_summary",
+              "--input_length", "64", "--target_length", "16",
+              "--learning_rate", "1e-3"]
+  out = _finish(_main_job(finetuned, "--steps", "10", "--metrics",
+                          "--metric_batches", "1", *finetune))
+  assert "weights from %s/model.ckpt-10" % pretrained in out
+  assert "step 10/10  loss" in out
+  metrics = out.split("validation metrics after 10 steps: ")[1]
+  assert "examples 16" in metrics and "rouge1 " in metrics
+  assert tf.train.latest_checkpoint(finetuned).endswith("model.ckpt-10")
+
+  # A model of another shape is refused before anything is written.
+  refused = str(tmp_path / "refused")
+  process = _main_job(refused, "--steps", "10", *finetune, "--gin_param",
+                      "mtf_switch.SwitchFeedForward.hidden_size = 48")
+  _, err = process.communicate(timeout=900)
+  assert process.returncode != 0
+  assert "model.ckpt-10 does not fit this model" in err
+  assert not os.path.exists(refused)
