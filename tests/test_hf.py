@@ -1,0 +1,189 @@
+"""HuggingFace export and import: the same logits in both frameworks."""
+import os
+
+import gin
+import helpers  # noqa: F401  (graph mode, compat shim)
+import mesh_tensorflow as mtf
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import checkpoints
+from mtf_switch import hf
+from mtf_switch import mesh as mesh_lib
+from mtf_switch import models
+from mtf_switch import step as step_lib
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+LENGTH, VOCAB = 8, 40
+# d_kv * heads (32) differs from d_model (64), so that a transpose gone
+# wrong cannot hide behind a square matrix; 1.0x init for logits that vary.
+TINY = ["models/switch_tiny.gin"]
+BINDINGS = ["d_kv = 8", "mtf_switch.ScaledInitBitransformer.init_scale = 1.0",
+            "mtf_switch.SwitchFeedForward.group_size = %d" % LENGTH]
+# Real tokens, then padding at the end, as T5 pads.
+INPUTS = np.array([[5, 9, 13, 2, 7, 30, 1, 0], [3, 3, 8, 21, 1, 0, 0, 0]],
+                  np.int32)
+TARGETS = np.array([[6, 11, 4, 1, 0, 0, 0, 0], [17, 2, 9, 25, 12, 7, 1, 0]],
+                   np.int32)
+
+
+def _build(bindings=()):
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(TINY, BINDINGS + list(bindings))
+  return models.make_bitransformer(VOCAB)
+
+
+def _random_checkpoint(model, model_dir):
+  graph = step_lib.build_step_graph(model, 1, LENGTH, LENGTH, train=False)
+  sess, _ = checkpoints.start_session(graph, None)
+  with sess:
+    checkpoints.save(sess, graph, model_dir)
+
+
+def _mtf_logits(model, model_dir):
+  """Evaluation-mode logits [batch, length, vocab] of a checkpoint."""
+  graph = tf.Graph()
+  with graph.as_default():
+    mtf_graph = mtf.Graph()
+    mesh = mtf.Mesh(mtf_graph, "mesh")
+    dims = [mtf.Dimension("batch", 2), mtf.Dimension("length", LENGTH)]
+    logits, _ = model.call_simple(
+        inputs=mtf.import_tf_tensor(mesh, tf.constant(INPUTS), dims),
+        targets=mtf.import_tf_tensor(mesh, tf.constant(TARGETS), dims),
+        compute_loss=False, mode=tf.estimator.ModeKeys.EVAL,
+        variable_dtype=mtf.VariableDType(tf.float32, tf.float32,
+                                         tf.float32))
+    lowering = mesh_lib.lower(mtf_graph, mesh)
+    tf_logits = lowering.export_to_tf_tensor(logits)
+    saver = tf.train.Saver([v.get_master() for v in mtf_graph.all_variables])
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      saver.restore(sess, tf.train.latest_checkpoint(model_dir))
+      sess.run(lowering.copy_masters_to_slices())
+      return sess.run(tf_logits)
+
+
+def _hf_logits(hf_dir):
+  model = transformers.SwitchTransformersForConditionalGeneration \
+      .from_pretrained(hf_dir).eval()
+  decoder_inputs = np.pad(TARGETS[:, :-1], ((0, 0), (1, 0)))
+  with torch.no_grad():
+    out = model(input_ids=torch.tensor(INPUTS, dtype=torch.long),
+                attention_mask=torch.tensor(INPUTS != 0, dtype=torch.long),
+                decoder_input_ids=torch.tensor(decoder_inputs,
+                                               dtype=torch.long))
+  return out.logits.numpy()
+
+
+def _assert_same_logits(mtf_logits, hf_logits):
+  """At every real target position (HuggingFace lets the decoder's padding
+  attend where mesh-tensorflow masks it; real tokens never see it)."""
+  real = TARGETS != 0
+  assert mtf_logits.shape == hf_logits.shape
+  np.testing.assert_allclose(mtf_logits[real], hf_logits[real], atol=1e-4,
+                             rtol=0)
+  assert np.abs(mtf_logits[real]).max() > 1.0  # not trivially small
+
+
+@pytest.mark.parametrize("capacity_factor,drops", [(8.0, False),
+                                                   (0.5, True)])
+def test_export_gives_huggingface_the_same_logits(tmp_path, capacity_factor,
+                                                  drops):
+  """Capacity 8.0 drops nothing; 0.5 (2 slots of 8 tokens per expert) drops
+  tokens, and both frameworks drop the same ones."""
+  model = _build(["mtf_switch.SwitchFeedForward.capacity_factor_eval = %r"
+                  % capacity_factor,
+                  "mtf_switch.SwitchFeedForward.min_capacity = 1"])
+  _random_checkpoint(model, str(tmp_path / "mtf"))
+  config = hf.export(model, str(tmp_path / "mtf"), str(tmp_path / "hf"),
+                     sequence_length=LENGTH)
+  assert config["expert_capacity"] == (LENGTH if not drops else 1)
+  assert config["num_sparse_encoder_layers"] == 1
+  assert sorted(os.listdir(tmp_path / "hf")) == ["config.json",
+                                                 "model.safetensors"]
+  _assert_same_logits(_mtf_logits(model, str(tmp_path / "mtf")),
+                      _hf_logits(str(tmp_path / "hf")))
+
+
+def test_import_gives_mtf_the_same_logits(tmp_path):
+  config = transformers.SwitchTransformersConfig(
+      vocab_size=128, d_model=32, d_kv=8, d_ff=48, num_heads=2, num_layers=4,
+      num_decoder_layers=4, num_sparse_encoder_layers=2,
+      num_sparse_decoder_layers=2, num_experts=4, expert_capacity=LENGTH,
+      initializer_factor=1.0, router_z_loss_coef=0.0)
+  torch.manual_seed(0)
+  hf_model = transformers.SwitchTransformersForConditionalGeneration(config)
+  hf_model.save_pretrained(str(tmp_path / "hf"))
+  gin_path = hf.import_(str(tmp_path / "hf"), str(tmp_path / "mtf"))
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(
+      [gin_path], ["mtf_switch.SwitchFeedForward.group_size = %d" % LENGTH,
+                   "mtf_switch.SwitchFeedForward.capacity_factor_eval = 4.0"])
+  model = models.make_bitransformer(128)
+  _assert_same_logits(_mtf_logits(model, str(tmp_path / "mtf")),
+                      _hf_logits(str(tmp_path / "hf")))
+
+
+def test_shapes_huggingface_cannot_express_are_refused(tmp_path):
+  for binding, message in [
+      ("mtf_switch.SwitchFeedForward.activation = 'geglu'",
+       "experts are ReLU .* 'geglu'"),
+      ("mtf_switch.TokensChooseRouter.num_selected_experts = 2",
+       "router is top-1; this model's sends each token to 2 experts"),
+      ("mtf_switch.SwitchFeedForward.hidden_size = 96",
+       r"one d_ff for every layer; this model has \[96, 128\]")]:
+    with pytest.raises(ValueError, match=message):
+      hf.describe(_build([binding]))
+  with pytest.raises(ValueError, match="sparse when i % 2 == 1"):
+    hf.sparse_step(["sparse", "dense"], "encoder")
+  # A checkpoint of another shape: refused by name, nothing written.
+  _random_checkpoint(_build(), str(tmp_path / "mtf"))
+  wider = _build(["d_model = 96"])
+  with pytest.raises(ValueError, match="does not fit this model"):
+    hf.export(wider, str(tmp_path / "mtf"), str(tmp_path / "hf"), LENGTH)
+  assert not os.path.exists(tmp_path / "hf")
+  with pytest.raises(ValueError, match="has no config.json"):
+    hf.import_(str(tmp_path / "mtf"), str(tmp_path / "imported"))
+  assert not os.path.exists(tmp_path / "imported")
+
+
+@pytest.mark.parametrize("shipped,hf_config", [
+    ("models/released/switch_base.gin", dict(
+        d_model=768, d_ff=3072, num_heads=12, num_layers=12,
+        num_sparse_encoder_layers=6, num_experts=8)),
+    ("models/released/switch_large_128.gin", dict(
+        d_model=1024, d_ff=4096, num_heads=16, num_layers=24,
+        num_sparse_encoder_layers=12, num_experts=128))])
+def test_released_shapes_match_what_an_import_builds(shipped, hf_config):
+  """The shipped gin files and the gin file an import writes for the
+  released checkpoints' configs build the same model (the router settings
+  come from each checkpoint's config)."""
+  config = dict(hf_config, vocab_size=32128, d_kv=64,
+                num_decoder_layers=hf_config["num_layers"],
+                num_sparse_decoder_layers=hf_config[
+                    "num_sparse_encoder_layers"])
+  gin.clear_config()
+  gin.parse_config_file(shipped)
+  from_shipped = hf.describe(models.make_bitransformer(32128))
+  gin.clear_config()
+  gin.parse_config(hf.gin_config(config, "test"))
+  from_import = hf.describe(models.make_bitransformer(32128))
+  assert from_shipped._replace(router=None) == from_import._replace(
+      router=None)
+  assert hf.hf_config(from_shipped)["num_sparse_decoder_layers"] == (
+      hf_config["num_sparse_encoder_layers"])
+
+
+def test_configs_mtf_switch_cannot_rebuild_are_refused(tmp_path):
+  config = transformers.SwitchTransformersConfig(
+      vocab_size=128, d_model=16, d_kv=8, d_ff=16, num_heads=2, num_layers=2,
+      num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
+      num_experts=2, tie_word_embeddings=False)
+  transformers.SwitchTransformersForConditionalGeneration(config) \
+      .save_pretrained(str(tmp_path / "untied"))
+  with pytest.raises(ValueError, match="tie_word_embeddings is False"):
+    hf.import_(str(tmp_path / "untied"), str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")
