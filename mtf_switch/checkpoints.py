@@ -63,16 +63,27 @@ def resolve(checkpoint_or_dir):
   return path
 
 
-def check_weights(step_graph, checkpoint):
-  """Checks that a checkpoint holds every weight of step_graph, in shape.
+def same_names(step_graph):
+  """(checkpoint name, master variable) of step_graph's weights under their
+  own names (no optimizer slots, no step): what fine-tuning restores."""
+  return [(weight.op.name, weight) for weight in step_graph.weights]
+
+
+def check_weights(checkpoint, assignment):
+  """Checks that a checkpoint holds every name of `assignment`, in shape.
+
+  Args:
+    checkpoint: a checkpoint path.
+    assignment: list of (checkpoint name, tf.Variable); a name may fill
+      several variables.
 
   Raises:
     ValueError: naming the first weights missing or of another shape.
   """
   shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
   missing, mismatched = [], []
-  for weight in step_graph.weights:
-    name, shape = weight.op.name, weight.shape.as_list()
+  for name, variable in sorted(assignment, key=lambda pair: pair[0]):
+    shape = variable.shape.as_list()
     if name not in shapes:
       missing.append(name)
     elif shapes[name] != shape:
@@ -85,16 +96,30 @@ def check_weights(step_graph, checkpoint):
             mismatched[:5])))
 
 
-def restore_weights(sess, step_graph, checkpoint):
-  """Restores the model's weights only (no optimizer slots, no step) from
-  another run's checkpoint: the start of a fine-tuning run.
+def restore_weights(sess, step_graph, checkpoint, assignment):
+  """Restores some weights from another run's checkpoint (the start of a
+  fine-tuning or distillation run): optimizer slots and step start afresh.
+
+  Args:
+    sess: a session of step_graph, its variables initialized.
+    step_graph: step.StepGraph.
+    checkpoint: a checkpoint path.
+    assignment: list of (checkpoint name, master variable).
 
   Raises:
     ValueError: as check_weights.
   """
-  check_weights(step_graph, checkpoint)
+  check_weights(checkpoint, assignment)
+  # A Saver maps each name to one variable: one Saver per use of a name.
+  rounds = []
+  for name, variable in assignment:
+    free = next((r for r in rounds if name not in r), None)
+    if free is None:
+      free = {}
+      rounds.append(free)
+    free[name] = variable
   with step_graph.graph.as_default():
-    saver = tf.train.Saver(step_graph.weights)
-  saver.restore(sess, checkpoint)
+    savers = [tf.train.Saver(r) for r in rounds]
+  for saver in savers:
+    saver.restore(sess, checkpoint)
   sess.run(step_graph.init_ops[-1])  # masters to slices
-

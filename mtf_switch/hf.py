@@ -557,7 +557,7 @@ def export(model, checkpoint, out, sequence_length=512, dropout_rate=0.1):
   config = hf_config(description, sequence_length)
   checkpoint = checkpoints.resolve(checkpoint)
   graph = _weights_graph(model)
-  checkpoints.check_weights(graph, checkpoint)
+  checkpoints.check_weights(checkpoint, checkpoints.same_names(graph))
   reader = tf.train.load_checkpoint(checkpoint)
   weights = {w.op.name: reader.get_tensor(w.op.name) for w in graph.weights}
   write_hf_dir(out, config, to_hf(description, weights))

@@ -141,8 +141,10 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
 
   Args:
     init_checkpoint: a checkpoint or model dir whose weights start a new
-      run (fine-tuning: optimizer state and step start afresh); ignored
-      when model_dir already has a checkpoint (the run resumes).
+      run (fine-tuning: optimizer state and step start afresh; a model with
+      an `init_assignment(step_graph, checkpoint)` method, such as
+      `distillation.Distillation`, says which weights); ignored when
+      model_dir already has a checkpoint (the run resumes).
     (the others: as their names say; steps counts from the run's start.)
 
   Returns:
@@ -163,7 +165,8 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
   elif init_checkpoint:
     init_from = checkpoints.resolve(init_checkpoint)
     data.check_vocabulary(os.path.dirname(init_from), task_name)
-    checkpoints.check_weights(step_graph, init_from)
+    assignment = _init_assignment(model, step_graph, init_from)
+    checkpoints.check_weights(init_from, assignment)
   tf.io.gfile.makedirs(model_dir)
   data.write_vocabulary_record(model_dir, task_name)
   sess, checkpoint = checkpoints.start_session(step_graph, model_dir)
@@ -172,7 +175,7 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
     if checkpoint:
       print("resuming from %s (step %d)" % (checkpoint, first_step), file=out)
     elif init_from:
-      checkpoints.restore_weights(sess, step_graph, init_from)
+      checkpoints.restore_weights(sess, step_graph, init_from, assignment)
       print("weights from %s (optimizer state and step start afresh)"
             % init_from, file=out)
     batches = data.task_batches(task_name, "train", batch_size, input_length,
@@ -183,6 +186,15 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
         WriteSummaries(log_every, steps, model_dir),
         SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]
     return train(sess, step_graph, batches, steps, actions)
+
+
+def _init_assignment(model, step_graph, checkpoint):
+  """What a new run restores from init_checkpoint: the model's own choice
+  (a distillation restores its teacher and part of its student), else
+  every weight under its own name (fine-tuning)."""
+  if hasattr(model, "init_assignment"):
+    return model.init_assignment(step_graph, checkpoint)
+  return checkpoints.same_names(step_graph)
 
 
 def evaluate_task(model, model_dir, task_name, batch_size, input_length,

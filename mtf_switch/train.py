@@ -7,7 +7,9 @@ progress and per-layer routing metrics, writes TensorBoard summaries and
 checkpoints to --model_dir, resumes from the last checkpoint there, and ends
 with the validation split's negative log perplexity (and, with --metrics,
 the task's own metrics on greedy decodes).  --init_checkpoint starts a new
-run from another run's weights: fine-tuning.
+run from another run's weights: fine-tuning.  --distill_from trains the gin
+model's dense twin, taught by the gin model restored from that checkpoint
+(Section 4.2).
 
   python -m mtf_switch.train --model_dir /tmp/switch_tiny --steps 300
 """
@@ -22,6 +24,7 @@ import tensorflow.compat.v1 as tf
 from mtf_switch import checkpoints
 from mtf_switch import data
 from mtf_switch import decode
+from mtf_switch import distillation
 from mtf_switch import gin_flags
 from mtf_switch import loop
 from mtf_switch import models
@@ -48,16 +51,34 @@ def main(argv=None):
                       help="model dir or checkpoint whose weights start a "
                            "new run (fine-tuning; its vocabulary must be "
                            "the task's)")
+  parser.add_argument("--distill_from", default=None,
+                      help="model dir or checkpoint of the gin model (a "
+                           "Switch teacher); trains its dense twin by "
+                           "distillation")
+  parser.add_argument("--distill_fraction", type=float, default=0.25,
+                      help="weight of the teacher's probabilities in the "
+                           "loss (the paper: 0.25)")
   parser.add_argument("--metrics", action="store_true",
                       help="at the end, decode the validation split and "
                            "print the task's metrics")
   parser.add_argument("--metric_batches", type=int, default=None,
                       help="decode at most this many batches for --metrics")
   args = parser.parse_args(argv)
+  if args.init_checkpoint and args.distill_from:
+    parser.error("give --init_checkpoint (fine-tuning) or --distill_from "
+                 "(distillation), not both")
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(args.task)
   gin_files = gin_flags.parse(args)
-  model = models.make_model(vocab_size, args.mesh_shape, args.layout)
+  model = student = models.make_model(vocab_size, args.mesh_shape,
+                                     args.layout)
+  if args.distill_from:
+    model = distillation.Distillation(model,
+                                      fraction_soft=args.distill_fraction)
+    student = model.student
+    print("distilling %s into its dense twin (fraction soft %g)"
+          % (args.distill_from, args.distill_fraction))
+  init_checkpoint = args.init_checkpoint or args.distill_from
   print("training %s on %s for %d steps, mesh %r, in %s" % (
       " + ".join(gin_files), args.task, args.steps, args.mesh_shape,
       args.model_dir))
@@ -66,7 +87,7 @@ def main(argv=None):
   run = dict(task_name=args.task, batch_size=args.batch_size,
              input_length=input_length, target_length=target_length,
              mesh_shape=args.mesh_shape, layout=args.layout)
-  if not (checkpoints.latest(args.model_dir) or args.init_checkpoint):
+  if not (checkpoints.latest(args.model_dir) or init_checkpoint):
     print("validation neg. log perplexity before training: %.4f"
           % loop.evaluate_task(model, None, **run))
   loop.train_task(
@@ -74,12 +95,12 @@ def main(argv=None):
       make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
                                        learning_rate=args.learning_rate),
       log_every=args.log_every, save_every=args.save_every,
-      init_checkpoint=args.init_checkpoint, **run)
+      init_checkpoint=init_checkpoint, **run)
   print("validation neg. log perplexity after %d steps: %.4f"
         % (args.steps, loop.evaluate_task(model, args.model_dir, **run)))
   if args.metrics:
     run.pop("task_name")
-    scores = decode.task_metrics(model, args.model_dir, args.task,
+    scores = decode.task_metrics(student, args.model_dir, args.task,
                                  max_batches=args.metric_batches, **run)
     print("validation metrics after %d steps: %s" % (args.steps, ", ".join(
         "%s %.4g" % kv for kv in sorted(scores.items()))))

@@ -227,3 +227,29 @@ def lm_loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
   outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
   return run(graph, mesh, outputs, mesh_shape, layout, variable_values,
              variables_out=True)
+
+
+def mtf_logits(model, model_dir, inputs, targets,
+               mode=tf.estimator.ModeKeys.EVAL):
+  """Logits [batch, length, vocab] of a model with the latest checkpoint of
+  model_dir, for int32 numpy inputs and targets [batch, length]."""
+  graph = tf.Graph()
+  with graph.as_default():
+    mtf_graph = mtf.Graph()
+    mesh = mtf.Mesh(mtf_graph, "mesh")
+    batch_dim = mtf.Dimension("batch", inputs.shape[0])
+    logits, _ = model.call_simple(
+        inputs=mtf.import_tf_tensor(mesh, tf.constant(inputs), [
+            batch_dim, mtf.Dimension("length", inputs.shape[1])]),
+        targets=mtf.import_tf_tensor(mesh, tf.constant(targets), [
+            batch_dim, mtf.Dimension("length", targets.shape[1])]),
+        compute_loss=False, mode=mode,
+        variable_dtype=mtf.VariableDType(tf.float32, tf.float32, tf.float32))
+    lowering = mesh_lib.lower(mtf_graph, mesh)
+    tf_logits = lowering.export_to_tf_tensor(logits)
+    saver = tf.train.Saver([v.get_master() for v in mtf_graph.all_variables])
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      saver.restore(sess, tf.train.latest_checkpoint(model_dir))
+      sess.run(lowering.copy_masters_to_slices())
+      return sess.run(tf_logits)

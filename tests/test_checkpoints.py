@@ -70,7 +70,8 @@ def test_restore_weights_starts_a_new_run_from_another_runs_weights(tmp_path):
   sess, _ = checkpoints.start_session(finetune, None)
   with sess:
     checkpoints.restore_weights(
-        sess, finetune, checkpoints.resolve(str(tmp_path)))
+        sess, finetune, checkpoints.resolve(str(tmp_path)),
+        checkpoints.same_names(finetune))
     for got, want in zip(sess.run(finetune.weights), pretrained):
       np.testing.assert_array_equal(got, want)
     slots = [v for v in finetune.graph.get_collection("variables")
@@ -85,6 +86,7 @@ def test_restore_weights_starts_a_new_run_from_another_runs_weights(tmp_path):
   wider = train_graph()
   with pytest.raises(ValueError, match=r"model.ckpt-3 does not fit this "
                      r"model: .*SwitchFeedForward/.* is \[.*\] there"):
-    checkpoints.check_weights(wider, checkpoints.resolve(str(tmp_path)))
+    checkpoints.check_weights(checkpoints.resolve(str(tmp_path)),
+                              checkpoints.same_names(wider))
   with pytest.raises(ValueError, match=r"no checkpoint at '.*empty'"):
     checkpoints.resolve(str(tmp_path / "empty"))

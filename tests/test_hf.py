@@ -2,15 +2,13 @@
 import os
 
 import gin
-import helpers  # noqa: F401  (graph mode, compat shim)
-import mesh_tensorflow as mtf
+import helpers
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import checkpoints
 from mtf_switch import hf
-from mtf_switch import mesh as mesh_lib
 from mtf_switch import models
 from mtf_switch import step as step_lib
 
@@ -41,29 +39,6 @@ def _random_checkpoint(model, model_dir):
   sess, _ = checkpoints.start_session(graph, None)
   with sess:
     checkpoints.save(sess, graph, model_dir)
-
-
-def _mtf_logits(model, model_dir):
-  """Evaluation-mode logits [batch, length, vocab] of a checkpoint."""
-  graph = tf.Graph()
-  with graph.as_default():
-    mtf_graph = mtf.Graph()
-    mesh = mtf.Mesh(mtf_graph, "mesh")
-    dims = [mtf.Dimension("batch", 2), mtf.Dimension("length", LENGTH)]
-    logits, _ = model.call_simple(
-        inputs=mtf.import_tf_tensor(mesh, tf.constant(INPUTS), dims),
-        targets=mtf.import_tf_tensor(mesh, tf.constant(TARGETS), dims),
-        compute_loss=False, mode=tf.estimator.ModeKeys.EVAL,
-        variable_dtype=mtf.VariableDType(tf.float32, tf.float32,
-                                         tf.float32))
-    lowering = mesh_lib.lower(mtf_graph, mesh)
-    tf_logits = lowering.export_to_tf_tensor(logits)
-    saver = tf.train.Saver([v.get_master() for v in mtf_graph.all_variables])
-    with tf.Session() as sess:
-      sess.run(tf.global_variables_initializer())
-      saver.restore(sess, tf.train.latest_checkpoint(model_dir))
-      sess.run(lowering.copy_masters_to_slices())
-      return sess.run(tf_logits)
 
 
 def _hf_logits(hf_dir):
@@ -104,7 +79,8 @@ def test_export_gives_huggingface_the_same_logits(tmp_path, capacity_factor,
   assert config["num_sparse_encoder_layers"] == 1
   assert sorted(os.listdir(tmp_path / "hf")) == ["config.json",
                                                  "model.safetensors"]
-  _assert_same_logits(_mtf_logits(model, str(tmp_path / "mtf")),
+  _assert_same_logits(helpers.mtf_logits(model, str(tmp_path / "mtf"),
+                                         INPUTS, TARGETS),
                       _hf_logits(str(tmp_path / "hf")))
 
 
@@ -123,7 +99,8 @@ def test_import_gives_mtf_the_same_logits(tmp_path):
       [gin_path], ["mtf_switch.SwitchFeedForward.group_size = %d" % LENGTH,
                    "mtf_switch.SwitchFeedForward.capacity_factor_eval = 4.0"])
   model = models.make_bitransformer(128)
-  _assert_same_logits(_mtf_logits(model, str(tmp_path / "mtf")),
+  _assert_same_logits(helpers.mtf_logits(model, str(tmp_path / "mtf"),
+                                         INPUTS, TARGETS),
                       _hf_logits(str(tmp_path / "hf")))
 
 

@@ -62,9 +62,20 @@ def test_main_job_trains_checkpoints_and_resumes_after_a_kill(tmp_path):
 
 
 @pytest.mark.slow
-def test_main_job_fine_tunes_from_a_checkpoint_and_scores_decodes(tmp_path):
+def test_main_job_fine_tunes_and_distills_from_a_checkpoint(tmp_path):
   pretrained, finetuned = str(tmp_path / "pre"), str(tmp_path / "fine")
   _finish(_main_job(pretrained, "--steps", "10"))
+
+  distilled = str(tmp_path / "distilled")
+  out = _finish(_main_job(distilled, "--steps", "10", "--distill_from",
+                          pretrained))
+  assert "distilling %s into its dense twin" % pretrained in out
+  assert "weights from %s/model.ckpt-10" % pretrained in out
+  # The student is dense: the only Switch layers reported are the teacher's.
+  assert "teacher/encoder/block_000/layer_003/SwitchFeedForward" in out
+  assert "\n  encoder/block_000/layer_003/SwitchFeedForward" not in out
+  (after,) = _perplexities(out)
+  assert -7.0 < after < 0
   finetune = ["--init_checkpoint", pretrained, "--gin_file",
               "models/switch_tiny.gin", "--gin_file", "finetune/switch.gin",
               "--task", "mtf_switch_default_docstring_summary",
