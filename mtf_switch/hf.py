@@ -50,6 +50,7 @@ Attributes:
   encoder, decoder: lists of block kinds, "dense" or "sparse", one per
     HuggingFace block (attention, [cross-attention,] FFN).
   router: RouterSettings of the Switch layers (None without any).
+  capacity_factor_eval: None with dropless evaluation.
   (the others: as HuggingFace's config names them.)
 """
 
@@ -130,7 +131,9 @@ def _blocks(stack_name, stack_layers, pattern, found):
       found["d_ff"].add(layer.hidden_size)
       found["num_experts"].add(layer.num_experts)
       found["router"].add(_router_settings(layer.router))
-      found["capacity_factor_eval"].add(layer.capacity_factor_eval)
+      # None: dropless evaluation (every token of a sequence fits).
+      found["capacity_factor_eval"].add(
+          None if layer.dropless_eval else layer.capacity_factor_eval)
       found["min_capacity"].add(layer.min_capacity)
       blocks.append("sparse")
     else:
@@ -210,9 +213,12 @@ def hf_config(description, sequence_length=512):
   """HuggingFace's SwitchTransformersConfig arguments (a dict)."""
   router = description.router or _router_settings(
       routers.TokensChooseRouter())
-  capacity = routing.expert_capacity(
-      sequence_length, description.num_experts,
-      description.capacity_factor_eval, description.min_capacity)
+  if description.capacity_factor_eval is None:  # dropless evaluation
+    capacity = sequence_length
+  else:
+    capacity = routing.expert_capacity(
+        sequence_length, description.num_experts,
+        description.capacity_factor_eval, description.min_capacity)
   sparse_step(description.encoder, "encoder")  # refuses other patterns
   sparse_step(description.decoder, "decoder")
   return dict(

@@ -112,7 +112,8 @@ class SwitchFeedForward(transformer.TransformerLayer):
                capacity_factor_eval=2.0,
                min_capacity=4,
                expert_dropout_rate=0.0,
-               dispatch_mode="einsum"):
+               dispatch_mode="einsum",
+               dropless_eval=False):
     """Creates a SwitchFeedForward.
 
     Args:
@@ -132,6 +133,13 @@ class SwitchFeedForward(transformer.TransformerLayer):
         ("expert dropout", Section 4.1: 0.4 for fine-tuning), apart from the
         layer stack's dropout.
       dispatch_mode: one of DISPATCH_MODES.
+      dropless_eval: outside training (evaluation, decoding), give every
+        expert room for the whole group, so that no token is dropped
+        whatever the router does (capacity_factor_eval is then unused).
+        The expert buffers grow to [experts, groups, group_size, d_model]:
+        cheap for the small CPU models (their gin files turn it on), costly
+        with many experts and large groups, and with einsum dispatch,
+        whose one-hot tensors grow as group_size^2 x experts.
 
     Raises:
       ValueError: on a bad value, naming it and what would be right.
@@ -166,6 +174,7 @@ class SwitchFeedForward(transformer.TransformerLayer):
     self.min_capacity = min_capacity
     self.expert_dropout_rate = expert_dropout_rate
     self.dispatch_mode = dispatch_mode
+    self.dropless_eval = dropless_eval
 
   def call(self, context, x, losses=None):
     """Applies the layer to x: [batch..., (length,) d_model]."""
@@ -178,11 +187,7 @@ class SwitchFeedForward(transformer.TransformerLayer):
     # expert weights are split along `experts` as the layout says.
     routed_experts_dim = mtf.Dimension("experts_unsplit", self.num_experts)
 
-    capacity_factor = (self.capacity_factor_train if context.train
-                       else self.capacity_factor_eval)
-    capacity = routing.expert_capacity(
-        group_size_dim.size, self.num_experts, capacity_factor,
-        self.min_capacity)
+    capacity = self.capacity(group_size_dim.size, context.train)
     instructions = self.router(
         grouped, nonpadding, routed_experts_dim, capacity, context.train,
         context.variable_dtype, x.dtype,
@@ -208,6 +213,15 @@ class SwitchFeedForward(transformer.TransformerLayer):
     # [groups, group_size, d_model]
     outputs = self._combine(expert_outputs, instructions, group_size_dim)
     return mtf.reshape(outputs, x.shape)
+
+  def capacity(self, group_size, train):
+    """Slots per expert in a group of group_size tokens (Section 2.2)."""
+    if not train and self.dropless_eval:
+      return group_size
+    return routing.expert_capacity(
+        group_size, self.num_experts,
+        self.capacity_factor_train if train else self.capacity_factor_eval,
+        self.min_capacity)
 
   def _dispatch(self, grouped, instructions, experts_dim, capacity_dim):
     """[groups, group_size, d_model] -> [experts, groups, capacity, d_model]."""

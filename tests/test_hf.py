@@ -71,7 +71,8 @@ def test_export_gives_huggingface_the_same_logits(tmp_path, capacity_factor,
   tokens, and both frameworks drop the same ones."""
   model = _build(["mtf_switch.SwitchFeedForward.capacity_factor_eval = %r"
                   % capacity_factor,
-                  "mtf_switch.SwitchFeedForward.min_capacity = 1"])
+                  "mtf_switch.SwitchFeedForward.min_capacity = 1",
+                  "mtf_switch.SwitchFeedForward.dropless_eval = False"])
   _random_checkpoint(model, str(tmp_path / "mtf"))
   config = hf.export(model, str(tmp_path / "mtf"), str(tmp_path / "hf"),
                      sequence_length=LENGTH)
@@ -102,6 +103,12 @@ def test_import_gives_mtf_the_same_logits(tmp_path):
   _assert_same_logits(helpers.mtf_logits(model, str(tmp_path / "mtf"),
                                          INPUTS, TARGETS),
                       _hf_logits(str(tmp_path / "hf")))
+
+
+def test_dropless_evaluation_exports_a_capacity_of_the_whole_sequence():
+  config = hf.hf_config(hf.describe(_build([
+      "mtf_switch.SwitchFeedForward.dropless_eval = True"])), 512)
+  assert config["expert_capacity"] == 512
 
 
 def test_shapes_huggingface_cannot_express_are_refused(tmp_path):

@@ -235,3 +235,31 @@ def test_tiny_switch_model_training_loss_falls():
                  {step.inputs: tokens, step.targets: tokens})[0]
         for _ in range(40)])
   assert losses[-5:].mean() < losses[:5].mean() - 0.5, losses
+
+
+@pytest.mark.parametrize("dispatch_mode", ["einsum", "index"])
+def test_dropless_eval_drops_nothing_when_every_token_picks_one_expert(
+    dispatch_mode):
+  """Every token points the same way, so all choose one expert; at
+  capacity factor 0.5 most would be dropped, dropless keeps them all."""
+  rng = np.random.RandomState(3)
+  direction = rng.randn(D_MODEL)
+  x = (rng.uniform(0.5, 2.0, (BATCH, LENGTH, 1)) * direction
+       + 1e-3 * rng.randn(BATCH, LENGTH, D_MODEL))
+  sequence_id = np.ones((BATCH, LENGTH), np.int32)
+  sequence_id[1, 6:] = 0  # padding
+  layer = _layer(capacity_factor_eval=0.5, dropless_eval=True,
+                 dispatch_mode=dispatch_mode)
+  got, variables = _run_layer(layer, x, sequence_id, train_mode=False)
+  assert got["switch/expert_fraction_max"] == pytest.approx(1.0)
+  assert got["switch/dropped_fraction"] == 0.0
+  want_y, _ = numpy_reference.switch_layer(
+      x, k=1, capacity=LENGTH, group_size=LENGTH,
+      nonpadding=(sequence_id > 0).astype(float),
+      **helpers.weights_by_role(variables, 4))
+  np.testing.assert_allclose(got["y"], want_y, rtol=1e-4, atol=1e-5)
+  assert np.abs(want_y[sequence_id > 0]).min() > 0  # every real token served
+
+  dropping = _layer(capacity_factor_eval=0.5, dispatch_mode=dispatch_mode)
+  got, _ = _run_layer(dropping, x, sequence_id, train_mode=False)
+  assert got["switch/dropped_fraction"] > 0.5
