@@ -98,6 +98,7 @@ class TokensChooseRouter(Router):
   default) and `input_dropout` perturb the router's input, `sample` draws
   the experts from the router's softmax, `argmax` does neither.
   """
+  batch_prioritized = False  # slots by position (Section 2.2)
 
   def __init__(self, num_selected_experts=1, policy="input_jitter",
                jitter_eps=1e-2, dropout_rate=0.1, aux_loss_coef=1e-2,
@@ -137,4 +138,20 @@ class TokensChooseRouter(Router):
         logits, self.num_selected_experts, capacity, nonpadding=nonpadding,
         policy=self.policy, train=train, activation_dtype=activation_dtype,
         aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef,
-        one_hot_tensors=one_hot_tensors)
+        one_hot_tensors=one_hot_tensors,
+        batch_prioritized=self.batch_prioritized)
+
+
+
+@gin.configurable(module="mtf_switch")
+class BatchPrioritizedRouter(TokensChooseRouter):
+  """Tokens choose their experts as in TokensChooseRouter (and its gin
+  bindings), and take the experts' slots in order of router confidence,
+  not position (batch-prioritized routing, Riquelme et al. 2021, "Scaling
+  Vision with Sparse Mixture of Experts"): an overflowing expert drops its
+  least confident tokens.  Its queues cost group_size^2 x experts
+  multiply-adds per group.
+
+    mtf_switch.SwitchFeedForward.router = @mtf_switch.BatchPrioritizedRouter()
+  """
+  batch_prioritized = True

@@ -185,7 +185,8 @@ def _gumbel_noise(like):
 
 def route(logits, num_selected_experts, capacity, nonpadding=None,
           policy="argmax", train=False, activation_dtype=tf.float32,
-          aux_loss_coef=1e-2, z_loss_coef=0.0, one_hot_tensors=True):
+          aux_loss_coef=1e-2, z_loss_coef=0.0, one_hot_tensors=True,
+          batch_prioritized=False):
   """Tokens choose their experts: top-1 (Switch) or top-2 (MoE baseline).
 
   Top-1 is the Switch layer of Section 2.1; top-2 the MoE baseline with
@@ -207,6 +208,10 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
     z_loss_coef: coefficient of the router z-loss (ST-MoE); 0 turns it off.
     one_hot_tensors: build the dense dispatch and combine tensors (for the
       einsum path); otherwise they are None.
+    batch_prioritized: tokens take their experts' slots in order of router
+      confidence (their top-1 probability), not position (batch-
+      prioritized routing, Riquelme et al. 2021): when an expert
+      overflows, its least confident tokens are the ones dropped.
 
   Returns:
     RoutingInstructions.
@@ -219,14 +224,18 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
   scores = logits
   if train and policy == "sample":
     scores += _gumbel_noise(logits)
+  priority = None
+  if batch_prioritized:
+    priority = mtf.reduce_max(probs, reduced_dim=probs.shape.dims[-1])
   assignments, first_choice = top_k_assignments(
-      scores, probs, num_selected_experts, nonpadding)
+      scores, probs, num_selected_experts, nonpadding, priority)
   return instructions(logits, probs, assignments, first_choice, nonpadding,
                       capacity, activation_dtype, aux_loss_coef, z_loss_coef,
                       one_hot_tensors)
 
 
-def top_k_assignments(scores, probs, num_selected_experts, nonpadding):
+def top_k_assignments(scores, probs, num_selected_experts, nonpadding,
+                      priority=None):
   """Each real token's k best experts by score, with buffer positions.
 
   A token's position in its expert's buffer is the *exclusive* cumulative
@@ -241,6 +250,9 @@ def top_k_assignments(scores, probs, num_selected_experts, nonpadding):
       gates (renormalized over the choices for k = 2).
     num_selected_experts: int, k.
     nonpadding: [groups, group_size], float32.
+    priority: optional [groups, group_size] float32: tokens of higher
+      priority come first in every expert's queue (ties: token order), in
+      place of token order.
 
   Returns:
     (list of k Assignment before the capacity cut (see `instructions`),
@@ -256,7 +268,10 @@ def top_k_assignments(scores, probs, num_selected_experts, nonpadding):
     index = mtf.argmax(scores, reduced_dim=experts_dim)
     # [groups, group_size, experts]
     mask = mtf.one_hot(index, experts_dim, dtype=tf.float32) * nonpadding
-    position = mtf.cumsum(mask, group_size_dim, exclusive=True) + taken
+    if priority is None:
+      position = mtf.cumsum(mask, group_size_dim, exclusive=True) + taken
+    else:
+      position = _count_ahead(mask, priority) + taken
     taken += mtf.reduce_sum(mask, reduced_dim=group_size_dim)
     indices.append(index)
     gates.append(mtf.reduce_sum(probs * mask, reduced_dim=experts_dim))
@@ -272,6 +287,36 @@ def top_k_assignments(scores, probs, num_selected_experts, nonpadding):
                  gate=gate)
       for index, gate, mask, position in zip(indices, gates, masks, positions)]
   return assignments, masks[0]
+
+
+def _count_ahead(mask, priority):
+  """For every token and expert, how many of the group's tokens sent to
+  that expert come before it: higher priority, or equal and earlier.
+
+  Costs group_size^2 x experts multiply-adds per group (a pairwise
+  comparison stands in for a sort, which mesh-tensorflow lacks).
+
+  Args:
+    mask: [groups, group_size, experts], float32 one-hot choices.
+    priority: [groups, group_size], float32.
+
+  Returns:
+    [groups, group_size, experts], float32.
+  """
+  groups_dim, group_size_dim, experts_dim = mask.shape.dims
+  other_dim = mtf.Dimension("other_tokens", group_size_dim.size)
+  other_priority = mtf.rename_dimension(priority, group_size_dim.name,
+                                        other_dim.name)
+  index = mtf.range(mask.mesh, group_size_dim, tf.float32)
+  other_index = mtf.range(mask.mesh, other_dim, tf.float32)
+  # [groups, group_size, other_tokens]: 1 where the other token comes first.
+  ahead = mtf.to_float(mtf.logical_or(
+      mtf.greater(other_priority, priority),
+      mtf.logical_and(mtf.equal(other_priority, priority),
+                      mtf.less(other_index, index))))
+  other_mask = mtf.rename_dimension(mask, group_size_dim.name, other_dim.name)
+  return mtf.einsum([ahead, other_mask],
+                    output_shape=[groups_dim, group_size_dim, experts_dim])
 
 
 def instructions(logits, probs, assignments, first_choice, nonpadding,

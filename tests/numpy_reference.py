@@ -14,8 +14,11 @@ def softmax(logits):
 
 
 def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
-          z_loss_coef=0.0):
+          z_loss_coef=0.0, batch_prioritized=False):
   """Routes [groups, group_size, experts] logits; see routing.route.
+
+  batch_prioritized: tokens queue by descending top-1 probability (stable
+  in token order) instead of token order.
 
   Returns:
     dict with dispatch and combine [G, S, E, C], aux_loss, z_loss,
@@ -37,8 +40,11 @@ def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
     if k == 2:
       gates = gates / gates.sum(-1, keepdims=True)
     fill = np.zeros(num_experts, int)
+    queue = range(group_size)
+    if batch_prioritized:
+      queue = np.argsort(-probs[g].max(-1), kind="stable")
     for choice in range(k):  # all first choices queue before second ones
-      for s in range(group_size):
+      for s in queue:
         if not nonpadding[g, s]:
           continue
         e = order[s, choice]
@@ -78,7 +84,7 @@ def gelu(x):
 
 
 def switch_layer(x, router_w, wi, wo, k, capacity, group_size,
-                 nonpadding=None, wi_linear=None):
+                 nonpadding=None, wi_linear=None, batch_prioritized=False):
   """The Switch FFN layer on x: [tokens..., d_model], token by token.
 
   Args:
@@ -91,6 +97,7 @@ def switch_layer(x, router_w, wi, wo, k, capacity, group_size,
     group_size: int.
     nonpadding: optional [batch, length].
     wi_linear: optional [experts, d_model, d_ff], GEGLU's linear branch.
+    batch_prioritized: see `route`.
 
   Returns:
     (y [batch, length, d_model], routing dict of `route`).
@@ -98,7 +105,8 @@ def switch_layer(x, router_w, wi, wo, k, capacity, group_size,
   shape = x.shape
   tokens = x.reshape(-1, group_size, shape[-1]).astype(np.float64)
   mask = None if nonpadding is None else nonpadding.reshape(-1, group_size)
-  routed = route(tokens @ router_w, k, capacity, mask)
+  routed = route(tokens @ router_w, k, capacity, mask,
+                 batch_prioritized=batch_prioritized)
   y = np.zeros_like(tokens)
   for g, s, e, c in zip(*np.nonzero(routed["dispatch"])):
     if wi_linear is None:

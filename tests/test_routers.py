@@ -88,3 +88,29 @@ def test_a_new_router_is_one_class_and_one_gin_line(dispatch_mode):
   num_real = sequence_id.sum()
   np.testing.assert_allclose(got["switch/dropped_fraction"],
                              1 - 2 * helpers.BATCH / num_real, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dispatch_mode", ["einsum", "index"])
+def test_batch_prioritized_router_is_a_gin_line_and_matches_numpy(
+    dispatch_mode):
+  gin.parse_config([
+      "mtf_switch.SwitchFeedForward.router = "
+      "@mtf_switch.BatchPrioritizedRouter()",
+      "mtf_switch.TokensChooseRouter.policy = 'argmax'"])
+  layer = layers.SwitchFeedForward(
+      num_experts=4, hidden_size=helpers.D_FF, group_size=helpers.LENGTH,
+      capacity_factor_train=0.5, min_capacity=1, dispatch_mode=dispatch_mode)
+  assert isinstance(layer.router, routers.BatchPrioritizedRouter)
+  assert layer.router.policy == "argmax"  # TokensChooseRouter's bindings
+  rng = np.random.RandomState(11)
+  x = rng.randn(helpers.BATCH, helpers.LENGTH, helpers.D_MODEL)
+  got, variables = helpers.run_layer(layer, x)
+  weights = helpers.weights_by_role(variables, 4)
+  want, routed = numpy_reference.switch_layer(
+      x, k=1, capacity=1, group_size=helpers.LENGTH, batch_prioritized=True,
+      **weights)
+  by_position, _ = numpy_reference.switch_layer(
+      x, k=1, capacity=1, group_size=helpers.LENGTH, **weights)
+  assert routed["dropped_fraction"] > 0.3
+  assert not np.allclose(want, by_position)  # the order decides who stays
+  np.testing.assert_allclose(got["y"], want, rtol=1e-4, atol=1e-5)

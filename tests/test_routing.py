@@ -37,18 +37,20 @@ def _route_in_graph(logits, k, capacity, nonpadding, **kwargs):
   return helpers.run(graph, mesh, outputs)
 
 
+@pytest.mark.parametrize("batch_prioritized", [False, True])
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("capacity", [2, 3, 16])
-def test_route_matches_numpy_reference(k, capacity):
+def test_route_matches_numpy_reference(k, capacity, batch_prioritized):
   rng = np.random.RandomState(k * 10 + capacity)
   logits = rng.randn(3, 16, 4) * 2
   nonpadding = np.ones((3, 16))
   nonpadding[1, 10:] = 0  # a padded sequence end
   nonpadding[2, ::3] = 0  # scattered padding
   got = _route(logits, k, capacity, nonpadding, aux_loss_coef=0.01,
-               z_loss_coef=1e-3)
+               z_loss_coef=1e-3, batch_prioritized=batch_prioritized)
   want = numpy_reference.route(logits, k, capacity, nonpadding,
-                               aux_loss_coef=0.01, z_loss_coef=1e-3)
+                               aux_loss_coef=0.01, z_loss_coef=1e-3,
+                               batch_prioritized=batch_prioritized)
   np.testing.assert_allclose(got["dispatch"], want["dispatch"], atol=1e-6)
   np.testing.assert_allclose(got["combine"], want["combine"], atol=1e-5)
   for name in METRICS:
@@ -58,6 +60,17 @@ def test_route_matches_numpy_reference(k, capacity):
     assert want["dropped_fraction"] > 0.2
   # Padding never takes a slot.
   assert got["dispatch"][nonpadding == 0].sum() == 0
+
+
+def test_batch_prioritized_routing_drops_the_least_confident_tokens():
+  # All 4 tokens prefer expert 0, the later ones more confidently; capacity
+  # 2 keeps the last two (position order would keep the first two), and
+  # the most confident token takes slot 0.
+  logits = np.array([[[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]]])
+  got = _route(logits, 1, 2, batch_prioritized=True)
+  np.testing.assert_array_equal(got["dispatch"].sum((2, 3))[0], [0, 0, 1, 1])
+  np.testing.assert_array_equal(got["dispatch"][0, 3, 0], [1, 0])
+  np.testing.assert_array_equal(got["dispatch"][0, 2, 0], [0, 1])
 
 
 def test_position_is_exclusive_cumsum_so_capacity_tokens_fit():
