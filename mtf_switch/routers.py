@@ -99,6 +99,7 @@ class TokensChooseRouter(Router):
   the experts from the router's softmax, `argmax` does neither.
   """
   batch_prioritized = False  # slots by position (Section 2.2)
+  passes = 1  # dropped tokens stay dropped
 
   def __init__(self, num_selected_experts=1, policy="input_jitter",
                jitter_eps=1e-2, dropout_rate=0.1, aux_loss_coef=1e-2,
@@ -139,7 +140,7 @@ class TokensChooseRouter(Router):
         policy=self.policy, train=train, activation_dtype=activation_dtype,
         aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef,
         one_hot_tensors=one_hot_tensors,
-        batch_prioritized=self.batch_prioritized)
+        batch_prioritized=self.batch_prioritized, passes=self.passes)
 
 
 
@@ -155,3 +156,40 @@ class BatchPrioritizedRouter(TokensChooseRouter):
     mtf_switch.SwitchFeedForward.router = @mtf_switch.BatchPrioritizedRouter()
   """
   batch_prioritized = True
+
+
+@gin.configurable(module="mtf_switch")
+class NoTokenLeftBehindRouter(TokensChooseRouter):
+  """Top-1 Switch routing, then passes for the tokens left behind: a token
+  its expert had no room for tries its 2nd, 3rd, ... choice while slots
+  are free ("no token left behind", the paper's appendix, where it gave no
+  quality gain; mesh-tensorflow's "ntlb").
+
+    mtf_switch.SwitchFeedForward.router = @mtf_switch.NoTokenLeftBehindRouter()
+    mtf_switch.NoTokenLeftBehindRouter.passes = 2
+  """
+
+  def __init__(self, passes=2, **kwargs):
+    """Records the router's settings.
+
+    Args:
+      passes: int >= 2, the choices a dropped token may try.
+      **kwargs: as TokensChooseRouter's (top-1 only).
+
+    Raises:
+      ValueError: on passes < 2 or num_selected_experts != 1.
+    """
+    super().__init__(**kwargs)
+    if not (isinstance(passes, int) and passes >= 2):
+      raise ValueError("passes must be an int >= 2 (1 is TokensChooseRouter)"
+                       ", got %r" % (passes,))
+    if self.num_selected_experts != 1:
+      raise ValueError("no-token-left-behind re-routes top-1 routing; got "
+                       "num_selected_experts=%d" % self.num_selected_experts)
+    self.passes = passes
+
+  def check_num_experts(self, num_experts):
+    super().check_num_experts(num_experts)
+    if self.passes > num_experts:
+      raise ValueError("passes=%d exceeds num_experts=%d (a token has only "
+                       "that many choices)" % (self.passes, num_experts))

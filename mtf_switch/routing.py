@@ -186,7 +186,7 @@ def _gumbel_noise(like):
 def route(logits, num_selected_experts, capacity, nonpadding=None,
           policy="argmax", train=False, activation_dtype=tf.float32,
           aux_loss_coef=1e-2, z_loss_coef=0.0, one_hot_tensors=True,
-          batch_prioritized=False):
+          batch_prioritized=False, passes=1):
   """Tokens choose their experts: top-1 (Switch) or top-2 (MoE baseline).
 
   Top-1 is the Switch layer of Section 2.1; top-2 the MoE baseline with
@@ -212,6 +212,10 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
       confidence (their top-1 probability), not position (batch-
       prioritized routing, Riquelme et al. 2021): when an expert
       overflows, its least confident tokens are the ones dropped.
+    passes: with top-1, the tokens an expert had no room for try their
+      2nd, 3rd, ... choice in passes 2, 3, ..., taking what slots are left
+      ("no token left behind", the paper's appendix; mesh-tensorflow's
+      "ntlb"); 1 is plain Switch routing.
 
   Returns:
     RoutingInstructions.
@@ -229,9 +233,12 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
     priority = mtf.reduce_max(probs, reduced_dim=probs.shape.dims[-1])
   assignments, first_choice = top_k_assignments(
       scores, probs, num_selected_experts, nonpadding, priority)
+  if passes > 1:
+    assignments = leftover_passes(assignments[0], scores, probs, capacity,
+                                  nonpadding, passes)
   return instructions(logits, probs, assignments, first_choice, nonpadding,
                       capacity, activation_dtype, aux_loss_coef, z_loss_coef,
-                      one_hot_tensors)
+                      one_hot_tensors, choices_per_token=num_selected_experts)
 
 
 def top_k_assignments(scores, probs, num_selected_experts, nonpadding,
@@ -289,6 +296,53 @@ def top_k_assignments(scores, probs, num_selected_experts, nonpadding,
   return assignments, masks[0]
 
 
+def leftover_passes(first, scores, probs, capacity, nonpadding, passes):
+  """Top-1 assignments plus passes for the tokens left behind.
+
+  Pass j (j = 2 ... passes) offers every real token that has no slot yet
+  its j-th choice, in token order, behind the tokens already placed there;
+  it is placed if that expert still has a free slot.  Its gate is the
+  router probability of the expert that takes it.
+
+  Args:
+    first: the top-1 Assignment before the capacity cut.
+    scores: [groups, group_size, experts], float32; the choices' order.
+    probs: [groups, group_size, experts], float32 router probabilities.
+    capacity: int.
+    nonpadding: [groups, group_size], float32.
+    passes: int >= 2.
+
+  Returns:
+    list of `passes` Assignment, each with its capacity cut made (a token
+    is placed by at most one).
+  """
+  experts_dim = scores.shape.dims[-1]
+  group_size_dim = scores.shape.dims[1]
+  fits = first.fits * mtf.to_float(mtf.less(first.position,
+                                            float(capacity)))
+  result = [first._replace(fits=fits)]
+  mask = mtf.one_hot(first.expert_index, experts_dim, dtype=tf.float32)
+  placed = fits
+  # [groups, experts]: slots taken so far.
+  taken = mtf.reduce_sum(mask * fits, reduced_dim=group_size_dim)
+  for _ in range(passes - 1):
+    scores -= mask * 1e9  # the next choice is another expert
+    index = mtf.argmax(scores, reduced_dim=experts_dim)
+    mask = mtf.one_hot(index, experts_dim, dtype=tf.float32)
+    waiting = mask * nonpadding * (1.0 - placed)
+    position = mtf.reduce_sum(
+        (mtf.cumsum(waiting, group_size_dim, exclusive=True) + taken)
+        * waiting, reduced_dim=experts_dim)
+    fits = (mtf.reduce_sum(waiting, reduced_dim=experts_dim)
+            * mtf.to_float(mtf.less(position, float(capacity))))
+    result.append(Assignment(
+        expert_index=index, position=position, fits=fits,
+        gate=mtf.reduce_sum(probs * mask, reduced_dim=experts_dim)))
+    placed += fits
+    taken += mtf.reduce_sum(mask * fits, reduced_dim=group_size_dim)
+  return result
+
+
 def _count_ahead(mask, priority):
   """For every token and expert, how many of the group's tokens sent to
   that expert come before it: higher priority, or equal and earlier.
@@ -321,7 +375,8 @@ def _count_ahead(mask, priority):
 
 def instructions(logits, probs, assignments, first_choice, nonpadding,
                  capacity, activation_dtype=tf.float32, aux_loss_coef=1e-2,
-                 z_loss_coef=0.0, one_hot_tensors=True):
+                 z_loss_coef=0.0, one_hot_tensors=True,
+                 choices_per_token=None):
   """Drops what is over capacity; adds dispatch/combine, losses, metrics.
 
   Shared by every router: a router decides who goes where and in which
@@ -344,6 +399,8 @@ def instructions(logits, probs, assignments, first_choice, nonpadding,
     aux_loss_coef: alpha of the load-balancing loss.
     z_loss_coef: coefficient of the router z-loss; 0 turns it off.
     one_hot_tensors: build the dense dispatch and combine tensors.
+    choices_per_token: experts a token should reach (the denominator of
+      dropped_fraction); default len(assignments).
 
   Returns:
     RoutingInstructions.
@@ -366,7 +423,7 @@ def instructions(logits, probs, assignments, first_choice, nonpadding,
 
   num_tokens = mtf.maximum(mtf.reduce_sum(nonpadding), 1.0)
   metrics = router_metrics(logits, probs, first_choice, kept, nonpadding,
-                           num_tokens, len(assignments))
+                           num_tokens, choices_per_token or len(assignments))
   metrics["aux_loss"] = aux_loss_coef * load_balancing_loss(
       probs, first_choice, nonpadding, num_tokens)
   metrics["z_loss"] = z_loss_coef * router_z_loss(logits, nonpadding,

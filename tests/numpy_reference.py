@@ -14,11 +14,13 @@ def softmax(logits):
 
 
 def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
-          z_loss_coef=0.0, batch_prioritized=False):
+          z_loss_coef=0.0, batch_prioritized=False, passes=1):
   """Routes [groups, group_size, experts] logits; see routing.route.
 
   batch_prioritized: tokens queue by descending top-1 probability (stable
   in token order) instead of token order.
+  passes: with k = 1, tokens left without a slot try their next choice,
+  pass after pass, where slots are free ("no token left behind").
 
   Returns:
     dict with dispatch and combine [G, S, E, C], aux_loss, z_loss,
@@ -55,6 +57,9 @@ def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
           combine[g, s, e, fill[e]] = gates[s, choice]
           kept[g, s] += 1
         fill[e] += 1
+    if passes > 1:
+      _leftover_passes(probs[g], nonpadding[g], capacity, passes,
+                       dispatch[g], combine[g], kept[g])
   num_tokens = max(nonpadding.sum(), 1.0)
   f = first_choice_counts / num_tokens
   p = (probs * nonpadding[..., None]).sum((0, 1)) / num_tokens
@@ -73,6 +78,24 @@ def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
   }
 
 
+def _leftover_passes(probs, nonpadding, capacity, passes, dispatch, combine,
+                    kept):
+  """Fills dispatch/combine [S, E, C] and kept [S] of one group in place:
+  unplaced tokens take their 2nd, 3rd ... choice while it has room."""
+  order = np.argsort(-probs, axis=-1, kind="stable")
+  used = dispatch.sum((0, 2)).astype(int)  # slots taken per expert
+  for choice in range(1, passes):
+    for s in range(len(probs)):
+      if not nonpadding[s] or kept[s]:
+        continue
+      e = order[s, choice]
+      if used[e] < capacity:
+        dispatch[s, e, used[e]] = 1.0
+        combine[s, e, used[e]] = probs[s, e]
+        kept[s] = 1
+        used[e] += 1
+
+
 def relu(x):
   return np.maximum(x, 0.0)
 
@@ -84,7 +107,7 @@ def gelu(x):
 
 
 def switch_layer(x, router_w, wi, wo, k, capacity, group_size,
-                 nonpadding=None, wi_linear=None, batch_prioritized=False):
+                 nonpadding=None, wi_linear=None, **routing):
   """The Switch FFN layer on x: [tokens..., d_model], token by token.
 
   Args:
@@ -97,7 +120,7 @@ def switch_layer(x, router_w, wi, wo, k, capacity, group_size,
     group_size: int.
     nonpadding: optional [batch, length].
     wi_linear: optional [experts, d_model, d_ff], GEGLU's linear branch.
-    batch_prioritized: see `route`.
+    **routing: more arguments of `route` (batch_prioritized, passes).
 
   Returns:
     (y [batch, length, d_model], routing dict of `route`).
@@ -105,8 +128,7 @@ def switch_layer(x, router_w, wi, wo, k, capacity, group_size,
   shape = x.shape
   tokens = x.reshape(-1, group_size, shape[-1]).astype(np.float64)
   mask = None if nonpadding is None else nonpadding.reshape(-1, group_size)
-  routed = route(tokens @ router_w, k, capacity, mask,
-                 batch_prioritized=batch_prioritized)
+  routed = route(tokens @ router_w, k, capacity, mask, **routing)
   y = np.zeros_like(tokens)
   for g, s, e, c in zip(*np.nonzero(routed["dispatch"])):
     if wi_linear is None:

@@ -91,26 +91,47 @@ def test_a_new_router_is_one_class_and_one_gin_line(dispatch_mode):
 
 
 @pytest.mark.parametrize("dispatch_mode", ["einsum", "index"])
-def test_batch_prioritized_router_is_a_gin_line_and_matches_numpy(
-    dispatch_mode):
+@pytest.mark.parametrize("router,reference", [
+    ("BatchPrioritizedRouter", dict(batch_prioritized=True)),
+    ("NoTokenLeftBehindRouter", dict(passes=2))])
+def test_router_variants_are_a_gin_line_and_match_numpy(dispatch_mode, router,
+                                                        reference):
   gin.parse_config([
-      "mtf_switch.SwitchFeedForward.router = "
-      "@mtf_switch.BatchPrioritizedRouter()",
+      "mtf_switch.SwitchFeedForward.router = @mtf_switch.%s()" % router,
       "mtf_switch.TokensChooseRouter.policy = 'argmax'"])
   layer = layers.SwitchFeedForward(
       num_experts=4, hidden_size=helpers.D_FF, group_size=helpers.LENGTH,
       capacity_factor_train=0.5, min_capacity=1, dispatch_mode=dispatch_mode)
-  assert isinstance(layer.router, routers.BatchPrioritizedRouter)
+  assert isinstance(layer.router, getattr(routers, router))
   assert layer.router.policy == "argmax"  # TokensChooseRouter's bindings
   rng = np.random.RandomState(11)
   x = rng.randn(helpers.BATCH, helpers.LENGTH, helpers.D_MODEL)
   got, variables = helpers.run_layer(layer, x)
   weights = helpers.weights_by_role(variables, 4)
   want, routed = numpy_reference.switch_layer(
-      x, k=1, capacity=1, group_size=helpers.LENGTH, batch_prioritized=True,
-      **weights)
-  by_position, _ = numpy_reference.switch_layer(
+      x, k=1, capacity=1, group_size=helpers.LENGTH, **weights, **reference)
+  plain, _ = numpy_reference.switch_layer(
       x, k=1, capacity=1, group_size=helpers.LENGTH, **weights)
   assert routed["dropped_fraction"] > 0.3
-  assert not np.allclose(want, by_position)  # the order decides who stays
+  assert not np.allclose(want, plain)  # the variant routes otherwise
   np.testing.assert_allclose(got["y"], want, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got["switch/dropped_fraction"],
+                             routed["dropped_fraction"], rtol=1e-5)
+
+
+def test_no_token_left_behind_router_is_a_gin_line_and_checks_its_passes():
+  gin.parse_config([
+      "mtf_switch.SwitchFeedForward.router = "
+      "@mtf_switch.NoTokenLeftBehindRouter()",
+      "mtf_switch.NoTokenLeftBehindRouter.passes = 3"])
+  layer = layers.SwitchFeedForward(num_experts=4)
+  assert isinstance(layer.router, routers.NoTokenLeftBehindRouter)
+  assert layer.router.passes == 3
+  gin.clear_config()
+  with pytest.raises(ValueError, match="passes=5 exceeds num_experts=4"):
+    layers.SwitchFeedForward(
+        num_experts=4, router=routers.NoTokenLeftBehindRouter(passes=5))
+  with pytest.raises(ValueError, match="passes must be an int >= 2"):
+    routers.NoTokenLeftBehindRouter(passes=1)
+  with pytest.raises(ValueError, match="re-routes top-1 routing"):
+    routers.NoTokenLeftBehindRouter(num_selected_experts=2)

@@ -62,6 +62,27 @@ def test_route_matches_numpy_reference(k, capacity, batch_prioritized):
   assert got["dispatch"][nonpadding == 0].sum() == 0
 
 
+@pytest.mark.parametrize("capacity,passes", [(2, 2), (3, 2), (2, 4),
+                                             (16, 2)])
+def test_no_token_left_behind_matches_numpy_reference(capacity, passes):
+  rng = np.random.RandomState(capacity * 10 + passes)
+  logits = rng.randn(3, 16, 4) * 2
+  nonpadding = np.ones((3, 16))
+  nonpadding[1, 10:] = 0
+  got = _route(logits, 1, capacity, nonpadding, passes=passes)
+  want = numpy_reference.route(logits, 1, capacity, nonpadding,
+                               passes=passes)
+  plain = numpy_reference.route(logits, 1, capacity, nonpadding)
+  np.testing.assert_allclose(got["dispatch"], want["dispatch"], atol=1e-6)
+  np.testing.assert_allclose(got["combine"], want["combine"], atol=1e-5)
+  for name in METRICS:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6,
+                               err_msg=name)
+  assert got["dispatch"].sum((2, 3)).max() <= 1  # one expert per token
+  if capacity < 16:  # the extra passes place tokens plain routing drops
+    assert want["dropped_fraction"] < plain["dropped_fraction"]
+
+
 def test_batch_prioritized_routing_drops_the_least_confident_tokens():
   # All 4 tokens prefer expert 0, the later ones more confidently; capacity
   # 2 keeps the last two (position order would keep the first two), and
