@@ -181,6 +181,7 @@ class SwitchFeedForward(transformer.TransformerLayer):
     model_dim = x.shape.dims[-1]
     experts_dim = mtf.Dimension("experts", self.num_experts)
     self._check_expert_split(context, experts_dim)
+    self.router.check_context(context)
     grouped, nonpadding = self._group_tokens(context, x)
     groups_dim, group_size_dim = grouped.shape.dims[:2]
     # Routing sees all experts on every core (the router is small); the

@@ -19,6 +19,7 @@ it explores), registered with `gin.configurable(module="mtf_switch")`.
 """
 import gin
 import mesh_tensorflow as mtf
+import tensorflow.compat.v1 as tf
 
 from mtf_switch import routing
 
@@ -47,6 +48,11 @@ class Router:
   def check_num_experts(self, num_experts):
     """Raises ValueError if the router cannot serve `num_experts` experts."""
     del num_experts
+
+  def check_context(self, context):
+    """Raises ValueError if the router cannot serve this layer (called at
+    graph-build time with the layer's transformer.Context)."""
+    del context
 
   def __call__(self, inputs, nonpadding, experts_dim, capacity, train,
                variable_dtype, activation_dtype, one_hot_tensors=True):
@@ -193,3 +199,43 @@ class NoTokenLeftBehindRouter(TokensChooseRouter):
     if self.passes > num_experts:
       raise ValueError("passes=%d exceeds num_experts=%d (a token has only "
                        "that many choices)" % (self.passes, num_experts))
+
+
+@gin.configurable(module="mtf_switch")
+class ExpertsChooseRouter(Router):
+  """Each expert picks the group's tokens it scores highest, `capacity` of
+  them (expert-choice routing, Zhou et al. 2022, "Mixture-of-Experts with
+  Expert Choice Routing"): every expert is full, so no balancing loss is
+  needed (aux_loss_coef defaults to 0); a token may get several experts or
+  none.  An expert's pick depends on every token of the group, later ones
+  included, so causal (decoder) layers refuse it: it would leak the future.
+  Its ranking costs group_size^2 x experts per group.
+
+    mtf_switch.SwitchFeedForward.router = @mtf_switch.ExpertsChooseRouter()
+  """
+
+  def __init__(self, aux_loss_coef=0.0, z_loss_coef=0.0):
+    super().__init__(aux_loss_coef, z_loss_coef)
+
+  def check_context(self, context):
+    if getattr(context.model, "autoregressive", False):
+      raise ValueError(
+          "ExpertsChooseRouter in a causal layer (%s) would let a token's "
+          "routing depend on later tokens; use it in encoder layers only and "
+          "a TokensChooseRouter in the decoder (e.g. with gin scopes "
+          "encoder/mtf_switch.SwitchFeedForward.router = "
+          "@mtf_switch.ExpertsChooseRouter())"
+          % tf.get_variable_scope().name)
+
+  def route(self, logits, capacity, nonpadding, train, activation_dtype,
+            one_hot_tensors):
+    probs = mtf.softmax(logits, reduced_dim=logits.shape.dims[-1])
+    if nonpadding is None:
+      nonpadding = mtf.ones(logits.mesh, logits.shape.dims[:2], tf.float32)
+    nonpadding = mtf.to_float(nonpadding)
+    assignments, top = routing.experts_choose_assignments(
+        probs, capacity, nonpadding)
+    return routing.instructions(
+        logits, probs, assignments, top, nonpadding, capacity,
+        activation_dtype, self.aux_loss_coef, self.z_loss_coef,
+        one_hot_tensors, choices_per_token=1)

@@ -343,6 +343,39 @@ def leftover_passes(first, scores, probs, capacity, nonpadding, passes):
   return result
 
 
+def experts_choose_assignments(probs, capacity, nonpadding):
+  """Each expert takes the `capacity` real tokens of the group to which it
+  gives the highest router probability (expert-choice routing, Zhou et al.
+  2022); a token may be taken by several experts or by none.
+
+  Args:
+    probs: [groups, group_size, experts], float32 router probabilities.
+    capacity: int, tokens per expert and group.
+    nonpadding: [groups, group_size], float32.
+
+  Returns:
+    (list of one Assignment per expert, its capacity cut made, with gate
+    p_e(x); the tokens' own top choice, one-hot, zero on padding).
+  """
+  experts_dim = probs.shape.dims[-1]
+  candidates = probs * 0.0 + nonpadding  # [groups, group_size, experts]
+  # Padding ranks behind every real token.
+  position = _count_ahead(candidates, probs + (nonpadding - 1.0) * 2.0)
+  fits = mtf.to_float(mtf.less(position, float(capacity))) * candidates
+  assignments = []
+  for e in range(experts_dim.size):
+    pick = mtf.one_hot(mtf.constant(probs.mesh, e, dtype=tf.int32),
+                       experts_dim, dtype=tf.float32)
+    assignments.append(Assignment(
+        expert_index=mtf.zeros(probs.mesh, nonpadding.shape, tf.int32) + e,
+        position=mtf.reduce_sum(position * pick, reduced_dim=experts_dim),
+        fits=mtf.reduce_sum(fits * pick, reduced_dim=experts_dim),
+        gate=mtf.reduce_sum(probs * pick, reduced_dim=experts_dim)))
+  top = mtf.one_hot(mtf.argmax(probs, reduced_dim=experts_dim), experts_dim,
+                    dtype=tf.float32) * nonpadding
+  return assignments, top
+
+
 def _count_ahead(mask, priority):
   """For every token and expert, how many of the group's tokens sent to
   that expert come before it: higher priority, or equal and earlier.
@@ -352,7 +385,8 @@ def _count_ahead(mask, priority):
 
   Args:
     mask: [groups, group_size, experts], float32 one-hot choices.
-    priority: [groups, group_size], float32.
+    priority: [groups, group_size], float32, or [groups, group_size,
+      experts] (each expert its own order).
 
   Returns:
     [groups, group_size, experts], float32.
@@ -363,7 +397,8 @@ def _count_ahead(mask, priority):
                                         other_dim.name)
   index = mtf.range(mask.mesh, group_size_dim, tf.float32)
   other_index = mtf.range(mask.mesh, other_dim, tf.float32)
-  # [groups, group_size, other_tokens]: 1 where the other token comes first.
+  # [groups, group_size, other_tokens(, experts)]: 1 where the other token
+  # comes first.
   ahead = mtf.to_float(mtf.logical_or(
       mtf.greater(other_priority, priority),
       mtf.logical_and(mtf.equal(other_priority, priority),
@@ -400,12 +435,14 @@ def instructions(logits, probs, assignments, first_choice, nonpadding,
     z_loss_coef: coefficient of the router z-loss; 0 turns it off.
     one_hot_tensors: build the dense dispatch and combine tensors.
     choices_per_token: experts a token should reach (the denominator of
-      dropped_fraction); default len(assignments).
+      dropped_fraction); default len(assignments).  With expert choice, 1:
+      dropped_fraction is then the share of tokens no expert took.
 
   Returns:
     RoutingInstructions.
   """
   groups_dim, group_size_dim, experts_dim = logits.shape.dims
+  choices_per_token = choices_per_token or len(assignments)
   kept = mtf.zeros(logits.mesh, [groups_dim, group_size_dim], tf.float32)
   kept_assignments = []
   for a in assignments:
@@ -422,8 +459,12 @@ def instructions(logits, probs, assignments, first_choice, nonpadding,
     combine = mtf.cast(combine, activation_dtype)
 
   num_tokens = mtf.maximum(mtf.reduce_sum(nonpadding), 1.0)
-  metrics = router_metrics(logits, probs, first_choice, kept, nonpadding,
-                           num_tokens, choices_per_token or len(assignments))
+  # A token served by more experts than it chose (expert choice) is not
+  # counted twice.
+  metrics = router_metrics(
+      logits, probs, first_choice,
+      mtf.minimum(kept, float(choices_per_token)), nonpadding, num_tokens,
+      choices_per_token)
   metrics["aux_loss"] = aux_loss_coef * load_balancing_loss(
       probs, first_choice, nonpadding, num_tokens)
   metrics["z_loss"] = z_loss_coef * router_z_loss(logits, nonpadding,

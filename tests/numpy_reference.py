@@ -78,6 +78,34 @@ def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
   }
 
 
+def experts_choose(logits, capacity, nonpadding=None):
+  """Expert-choice routing of [groups, group_size, experts] logits: each
+  expert takes its `capacity` highest-probability real tokens (ties: token
+  order).
+
+  Returns:
+    dict with dispatch and combine [G, S, E, C] and dropped_fraction (real
+    tokens no expert took).
+  """
+  logits = np.asarray(logits, np.float64)
+  num_groups, group_size, num_experts = logits.shape
+  if nonpadding is None:
+    nonpadding = np.ones((num_groups, group_size))
+  probs = softmax(logits)
+  dispatch = np.zeros((num_groups, group_size, num_experts, capacity))
+  combine = np.zeros_like(dispatch)
+  for g in range(num_groups):
+    for e in range(num_experts):
+      real = [s for s in np.argsort(-probs[g, :, e], kind="stable")
+              if nonpadding[g, s]]
+      for slot, s in enumerate(real[:capacity]):
+        dispatch[g, s, e, slot] = 1.0
+        combine[g, s, e, slot] = probs[g, s, e]
+  served = dispatch.sum((2, 3)) > 0
+  return {"dispatch": dispatch, "combine": combine,
+          "dropped_fraction": 1.0 - served.sum() / nonpadding.sum()}
+
+
 def _leftover_passes(probs, nonpadding, capacity, passes, dispatch, combine,
                     kept):
   """Fills dispatch/combine [S, E, C] and kept [S] of one group in place:

@@ -11,6 +11,7 @@ import tensorflow.compat.v1 as tf
 from mtf_switch import layers
 from mtf_switch import routers
 from mtf_switch import routing
+from mtf_switch import step as step_lib
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -135,3 +136,66 @@ def test_no_token_left_behind_router_is_a_gin_line_and_checks_its_passes():
     routers.NoTokenLeftBehindRouter(passes=1)
   with pytest.raises(ValueError, match="re-routes top-1 routing"):
     routers.NoTokenLeftBehindRouter(num_selected_experts=2)
+
+
+@pytest.mark.parametrize("capacity", [2, 5])
+def test_experts_choose_router_matches_numpy(capacity):
+  rng = np.random.RandomState(capacity)
+  logits = rng.randn(2, 8, 4) * 2
+  nonpadding = np.ones((2, 8))
+  nonpadding[1, 6:] = 0
+  with tf.Graph().as_default():
+    graph = mtf.Graph()
+    mesh = mtf.Mesh(graph, "mesh")
+    dims = [mtf.Dimension("batch", 2), mtf.Dimension("group_size", 8),
+            mtf.Dimension("experts_unsplit", 4)]
+    result = routers.ExpertsChooseRouter().route(
+        helpers.import_array(mesh, logits.astype(np.float32), dims), capacity,
+        helpers.import_array(mesh, nonpadding.astype(np.float32), dims[:2]),
+        False, tf.float32, True)
+    got = helpers.run(graph, mesh, dict(
+        dispatch=result.dispatch, combine=result.combine,
+        dropped_fraction=result.metrics["dropped_fraction"],
+        aux_loss=result.metrics["aux_loss"]))
+  want = numpy_reference.experts_choose(logits, capacity, nonpadding)
+  np.testing.assert_allclose(got["dispatch"], want["dispatch"], atol=1e-6)
+  np.testing.assert_allclose(got["combine"], want["combine"], atol=1e-5)
+  np.testing.assert_allclose(got["dropped_fraction"],
+                             want["dropped_fraction"], atol=1e-6)
+  assert got["aux_loss"] == 0.0  # every expert is full: no balancing loss
+  # Every expert is full (each group has more real tokens than capacity).
+  np.testing.assert_allclose(got["dispatch"].sum((1, 3)), capacity)
+  assert got["dispatch"][nonpadding == 0].sum() == 0
+  if capacity == 2:
+    assert want["dropped_fraction"] > 0  # 8 slots for 14 tokens
+
+
+def test_experts_choose_router_is_refused_in_causal_layers():
+  lm = helpers.tiny_switch_lm(bindings=[
+      "mtf_switch.SwitchFeedForward.router = "
+      "@mtf_switch.ExpertsChooseRouter()"])
+  with pytest.raises(ValueError, match="causal layer .* later tokens"):
+    step_lib.build_step_graph(lm, 2, 8, 8)
+
+
+@pytest.mark.parametrize("dispatch_mode", ["einsum", "index"])
+def test_experts_choose_router_in_an_encoder_layer_matches_numpy(
+    dispatch_mode):
+  layer = layers.SwitchFeedForward(
+      num_experts=4, hidden_size=helpers.D_FF, group_size=helpers.LENGTH,
+      capacity_factor_train=1.0, min_capacity=1, dispatch_mode=dispatch_mode,
+      router=routers.ExpertsChooseRouter())
+  rng = np.random.RandomState(2)
+  x = rng.randn(helpers.BATCH, helpers.LENGTH, helpers.D_MODEL)
+  got, variables = helpers.run_layer(layer, x)
+  weights = helpers.weights_by_role(variables, 4)
+  tokens = x.reshape(-1, helpers.LENGTH, helpers.D_MODEL)
+  capacity = helpers.LENGTH // 4
+  routed = numpy_reference.experts_choose(tokens @ weights["router_w"],
+                                          capacity)
+  want = np.zeros_like(tokens)
+  for g, s, e, c in zip(*np.nonzero(routed["dispatch"])):
+    hidden = numpy_reference.relu(tokens[g, s] @ weights["wi"][e])
+    want[g, s] += routed["combine"][g, s, e, c] * (hidden @ weights["wo"][e])
+  np.testing.assert_allclose(got["y"], want.reshape(x.shape), rtol=1e-4,
+                             atol=1e-5)
