@@ -36,9 +36,23 @@ def start_session(step_graph, model_dir):
   return sess, checkpoint
 
 
+class NonFiniteError(ValueError):
+  """Training produced a non-finite loss, metric or state."""
+
+
 def save(sess, step_graph, model_dir):
-  """Writes model_dir/model.ckpt-<global step>; returns its path."""
+  """Writes model_dir/model.ckpt-<global step>; returns its path.
+
+  Raises:
+    NonFiniteError: if a weight or optimizer slot is not finite; nothing
+      is written (the last good checkpoint stays the latest).
+  """
   sess.run(step_graph.save_ops)
+  if not sess.run(step_graph.state_finite):
+    raise NonFiniteError(
+        "step %d: the weights or optimizer slots are not finite; stopped "
+        "without saving them (last checkpoint: %s)"
+        % (sess.run(step_graph.global_step), latest(model_dir) or "none"))
   return step_graph.saver.save(
       sess, os.path.join(model_dir, "model.ckpt"),
       global_step=sess.run(step_graph.global_step), write_meta_graph=False)

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import checkpoints
@@ -37,6 +38,35 @@ class Action:
 
   def act(self, sess, step, values):
     raise NotImplementedError
+
+
+class StopOnNonFinite(Action):
+  """Stops training at the first step whose loss or routing metrics (the
+  router's logits feed them) are not finite, before any later action of
+  that step.  Put it first in the actions.  (An update can also break the
+  weights after a finite loss: `checkpoints.save` refuses to write those.)
+
+  Raises:
+    checkpoints.NonFiniteError: naming the step and the first bad metric.
+  """
+
+  def __init__(self, steps, model_dir=None):
+    super().__init__(1, steps)
+    self.model_dir = model_dir
+
+  def act(self, sess, step, values):
+    bad = [name for name, value in sorted(values["metrics"].items())
+           if not np.all(np.isfinite(value))]
+    if np.isfinite(values["loss"]) and not bad:
+      return
+    last_good = checkpoints.latest(self.model_dir)
+    raise checkpoints.NonFiniteError(
+        "step %d: loss %s%s; stopped without saving this state (last "
+        "checkpoint: %s). A smaller learning rate, or the router in float32 "
+        "(the default), usually helps." % (
+            step, values["loss"],
+            "; first non-finite routing metric: %s" % bad[0] if bad else "",
+            last_good or "none"))
 
 
 class ConsoleReport(Action):
@@ -182,6 +212,7 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
                                 target_length, skip_batches=first_step)
     tokens_per_step = batch_size * (input_length + target_length)
     actions = [
+        StopOnNonFinite(steps, model_dir),
         ConsoleReport(log_every, steps, tokens_per_step, first_step, out),
         WriteSummaries(log_every, steps, model_dir),
         SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]

@@ -16,7 +16,7 @@ StepGraph = collections.namedtuple(
     "StepGraph", ["graph", "inputs", "targets", "loss", "train_op",
                   "metrics", "scalars", "token_log_likelihood", "num_tokens",
                   "global_step", "saver", "init_ops", "save_ops",
-                  "weights"])
+                  "weights", "state_finite"])
 StepGraph.__doc__ = """A lowered training or evaluation step on CPU.
 
 Attributes:
@@ -39,6 +39,8 @@ Attributes:
     restore, run init_ops[-1:] (masters to slices).
   weights: the master tf.Variables of the model's trainable weights (no
     optimizer slots, no step): what fine-tuning restores.
+  state_finite: bool scalar, whether every value the saver writes (after
+    save_ops) is finite.
 """
 
 
@@ -118,9 +120,11 @@ def build_step_graph(model, batch_size, input_length, target_length,
     scalars = dict(
         tf.get_collection(mtf.utils.SCALAR_SUMMARIES_COLLECTION_KEY),
         loss=tf_loss)
-    saver = tf.train.Saver(
-        [v.get_master() for v in mtf_graph.all_variables] + [global_step],
-        max_to_keep=max_to_keep)
+    masters = [v.get_master() for v in mtf_graph.all_variables]
+    saver = tf.train.Saver(masters + [global_step], max_to_keep=max_to_keep)
+    state_finite = tf.reduce_all(tf.stack(
+        [tf.reduce_all(tf.is_finite(m)) for m in masters
+         if m.dtype.base_dtype.is_floating]))
     return StepGraph(
         graph, inputs, targets, tf_loss, train_op,
         {k: lowering.export_to_tf_tensor(v) for k, v in metrics.items()},
@@ -129,7 +133,8 @@ def build_step_graph(model, batch_size, input_length, target_length,
         [tf.global_variables_initializer(),
          lowering.copy_masters_to_slices()],
         [lowering.copy_slices_to_masters()],
-        [v.get_master() for v in mtf_graph.trainable_variables])
+        [v.get_master() for v in mtf_graph.trainable_variables],
+        state_finite)
 
 
 def target_log_likelihood(logits, targets):

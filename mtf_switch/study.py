@@ -333,6 +333,7 @@ def run(study, model, seed, work_dir, results_dir, out):
     if done and (not rows or rows[-1]["step"] < done):
       record.fill_in(done)
     loop.train(sess, train_graph, batches, study.steps, [
+        loop.StopOnNonFinite(study.steps, run_dir),
         loop.SaveCheckpoint(study.eval_every, study.steps, train_graph,
                             run_dir, out=None),
         record])

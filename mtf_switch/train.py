@@ -15,6 +15,7 @@ model's dense twin, taught by the gin model restored from that checkpoint
 """
 import argparse
 import functools
+import sys
 
 from mtf_switch import compat  # noqa: F401  (before mesh_tensorflow)
 
@@ -90,12 +91,15 @@ def main(argv=None):
   if not (checkpoints.latest(args.model_dir) or init_checkpoint):
     print("validation neg. log perplexity before training: %.4f"
           % loop.evaluate_task(model, None, **run))
-  loop.train_task(
-      model, args.model_dir, steps=args.steps,
-      make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
-                                       learning_rate=args.learning_rate),
-      log_every=args.log_every, save_every=args.save_every,
-      init_checkpoint=init_checkpoint, **run)
+  try:
+    loop.train_task(
+        model, args.model_dir, steps=args.steps,
+        make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
+                                         learning_rate=args.learning_rate),
+        log_every=args.log_every, save_every=args.save_every,
+        init_checkpoint=init_checkpoint, **run)
+  except checkpoints.NonFiniteError as e:
+    sys.exit("training stopped: %s" % e)
   print("validation neg. log perplexity after %d steps: %.4f"
         % (args.steps, loop.evaluate_task(model, args.model_dir, **run)))
   if args.metrics:

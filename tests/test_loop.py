@@ -6,6 +6,8 @@ import gin
 import helpers
 import mesh_tensorflow as mtf
 import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
 
 from mtf_switch import checkpoints
 from mtf_switch import loop
@@ -65,3 +67,30 @@ def test_log_likelihood_is_the_mean_over_real_target_tokens():
   (s0, c0), (s1, c1), _ = sums_and_counts
   np.testing.assert_allclose(got, (s0 + s1) / (c0 + c1), rtol=1e-6)
   assert got < 0
+
+
+def test_a_diverging_run_stops_before_saving_a_non_finite_state(tmp_path):
+  gin.parse_config_file("models/switch_tiny.gin")
+  step = step_lib.build_step_graph(
+      models.make_bitransformer(32), 4, 8, 8,
+      make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
+                                       learning_rate=1e4))
+  tokens = helpers.random_tokens(np.random.RandomState(0), 4, 8, 32)
+  batches = itertools.repeat({"inputs": tokens, "targets": tokens})
+  model_dir = str(tmp_path)
+  sess, _ = checkpoints.start_session(step, None)
+  with sess, pytest.raises(checkpoints.NonFiniteError,
+                           match=r"step (\d+): .*stopped without saving "
+                           r".*\(last checkpoint: .*model.ckpt-\d+\)") as err:
+    checkpoints.save(sess, step, model_dir)  # the good state, step 0
+    loop.train(sess, step, batches, 200, [
+        loop.StopOnNonFinite(200, model_dir),
+        loop.SaveCheckpoint(1, 200, step, model_dir, out=None)])
+  bad_step = int(err.value.args[0].split()[1].rstrip(":"))
+  assert bad_step < 200
+  saved = tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_paths
+  assert all(int(p.rsplit("-", 1)[1]) < bad_step for p in saved)
+  for path in saved:
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+      assert np.all(np.isfinite(reader.get_tensor(name))), (path, name)
