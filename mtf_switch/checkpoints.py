@@ -5,6 +5,7 @@ step, one entry per model variable whatever the mesh (see
 `mtf_switch.mesh.lower`), so a run can resume on another mesh.
 """
 import os
+import sys
 
 import tensorflow.compat.v1 as tf
 
@@ -14,26 +15,56 @@ def latest(model_dir):
   return (model_dir or None) and tf.train.latest_checkpoint(model_dir)
 
 
-def start_session(step_graph, model_dir):
-  """A session with the latest checkpoint of model_dir restored, if any.
+def start_session(step_graph, model_dir, out=sys.stderr):
+  """A session with the newest readable checkpoint of model_dir restored.
+
+  A corrupt or partial checkpoint (e.g. a kill during a save, a truncated
+  copy) is named on `out` and the next older one is tried.
 
   Args:
-    step_graph: step.StepGraph.
+    step_graph: step.StepGraph (or anything with graph, saver, init_ops).
     model_dir: directory of checkpoints, or None for fresh weights.
+    out: file for the fallback messages.
 
   Returns:
     (tf.Session, the checkpoint path restored or None).
+
+  Raises:
+    ValueError: naming them, if model_dir has checkpoints and none reads.
   """
   sess = tf.Session(graph=step_graph.graph)
-  checkpoint = latest(model_dir)
-  if checkpoint:
-    sess.run(step_graph.init_ops[0])  # slices and anything not saved
-    step_graph.saver.restore(sess, checkpoint)
-    sess.run(step_graph.init_ops[1])  # masters to slices
-  else:
+  candidates = _newest_first(model_dir)
+  if not candidates:
     for op in step_graph.init_ops:
       sess.run(op)
-  return sess, checkpoint
+    return sess, None
+  sess.run(step_graph.init_ops[0])  # slices and anything not saved
+  for i, checkpoint in enumerate(candidates):
+    try:
+      step_graph.saver.restore(sess, checkpoint)
+    except (tf.errors.OpError, ValueError) as e:
+      print("checkpoint %s is unreadable (%s)%s" % (
+          checkpoint, str(e).splitlines()[0][:200],
+          "; trying %s" % candidates[i + 1] if i + 1 < len(candidates)
+          else ""), file=out, flush=True)
+      continue
+    sess.run(step_graph.init_ops[1])  # masters to slices
+    return sess, checkpoint
+  sess.close()
+  raise ValueError("no checkpoint in %s is readable (%s); move them away to "
+                   "start afresh" % (model_dir, ", ".join(candidates)))
+
+
+def _newest_first(model_dir):
+  """The checkpoints the state file of model_dir lists, newest first."""
+  state = model_dir and tf.train.get_checkpoint_state(model_dir)
+  if not state:
+    return []
+  paths = list(state.all_model_checkpoint_paths) or [
+      state.model_checkpoint_path]
+  paths = [p if os.path.isabs(p) else os.path.join(model_dir, p)
+           for p in paths]
+  return [p for p in reversed(paths) if tf.io.gfile.exists(p + ".index")]
 
 
 class NonFiniteError(ValueError):

@@ -603,9 +603,7 @@ def import_(hf_dir, out):
     for variable in graph.weights:
       variable.load(weights[variable.op.name], sess)
     sess.run(graph.init_ops[-1])
-    path = checkpoints.save(sess, graph, tmp)
-  # The state file names the checkpoint relative to its dir, which moves.
-  tf.train.update_checkpoint_state(tmp, os.path.basename(path))
+    checkpoints.save(sess, graph, tmp)  # relative paths: tmp may move
   with open(os.path.join(tmp, MODEL_GIN), "w") as f:
     f.write(text)
   if os.path.exists(out):

@@ -121,7 +121,10 @@ def build_step_graph(model, batch_size, input_length, target_length,
         tf.get_collection(mtf.utils.SCALAR_SUMMARIES_COLLECTION_KEY),
         loss=tf_loss)
     masters = [v.get_master() for v in mtf_graph.all_variables]
-    saver = tf.train.Saver(masters + [global_step], max_to_keep=max_to_keep)
+    # Relative paths in the `checkpoint` state file: a copied or moved
+    # model dir resumes from its own files.
+    saver = tf.train.Saver(masters + [global_step], max_to_keep=max_to_keep,
+                           save_relative_paths=True)
     state_finite = tf.reduce_all(tf.stack(
         [tf.reduce_all(tf.is_finite(m)) for m in masters
          if m.dtype.base_dtype.is_floating]))

@@ -1,5 +1,9 @@
 """Checkpoints: saved master weights restore on any mesh; fine-tuning
-restores the weights only."""
+restores the weights only; a moved dir with a corrupt latest checkpoint
+resumes from the newest intact one."""
+import io
+import shutil
+
 import gin
 import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
@@ -90,3 +94,35 @@ def test_restore_weights_starts_a_new_run_from_another_runs_weights(tmp_path):
                               checkpoints.same_names(wider))
   with pytest.raises(ValueError, match=r"no checkpoint at '.*empty'"):
     checkpoints.resolve(str(tmp_path / "empty"))
+
+
+def test_a_moved_dir_with_a_corrupt_latest_checkpoint_falls_back(tmp_path):
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  tokens = np.random.RandomState(0).randint(2, 32, (4, 8)).astype(np.int32)
+  step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+  original = tmp_path / "run"
+  sess, _ = checkpoints.start_session(step, None)
+  with sess:
+    saved = {}
+    for _ in range(3):
+      sess.run(step.train_op, {step.inputs: tokens, step.targets: tokens})
+      path = checkpoints.save(sess, step, str(original))
+      saved[path.rsplit("-", 1)[1]] = sess.run(step.weights[0])
+  moved = tmp_path / "moved"
+  shutil.move(str(original), str(moved))  # the state file must not matter
+  data = next(moved.glob("model.ckpt-3.data-*"))
+  data.write_bytes(data.read_bytes()[:100])  # a truncated copy
+  messages = io.StringIO()
+  sess, restored = checkpoints.start_session(step, str(moved), out=messages)
+  with sess:
+    assert restored == str(moved / "model.ckpt-2")
+    assert sess.run(step.global_step) == 2
+    np.testing.assert_array_equal(sess.run(step.weights[0]), saved["2"])
+  assert "model.ckpt-3 is unreadable" in messages.getvalue()
+  assert "trying %s" % (moved / "model.ckpt-2") in messages.getvalue()
+
+  for data in moved.glob("model.ckpt-*.data-*"):
+    data.write_bytes(b"")
+  with pytest.raises(ValueError, match="no checkpoint in .*moved is readable"):
+    checkpoints.start_session(step, str(moved), out=io.StringIO())
