@@ -13,6 +13,16 @@ def softmax(logits):
   return e / e.sum(-1, keepdims=True)
 
 
+def _empty_routing(logits, capacity, nonpadding):
+  """(probs, nonpadding, zero dispatch, zero combine [G, S, E, C])."""
+  probs = softmax(np.asarray(logits, np.float64))
+  num_groups, group_size, num_experts = probs.shape
+  if nonpadding is None:
+    nonpadding = np.ones((num_groups, group_size))
+  dispatch = np.zeros((num_groups, group_size, num_experts, capacity))
+  return probs, nonpadding, dispatch, np.zeros_like(dispatch)
+
+
 def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
           z_loss_coef=0.0, batch_prioritized=False, passes=1):
   """Routes [groups, group_size, experts] logits; see routing.route.
@@ -27,13 +37,9 @@ def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
     dropped_fraction, expert_fraction [E], router_confidence,
     router_entropy, and kept [G, S] (choices that found a slot).
   """
-  logits = np.asarray(logits, np.float64)
-  num_groups, group_size, num_experts = logits.shape
-  if nonpadding is None:
-    nonpadding = np.ones((num_groups, group_size))
-  probs = softmax(logits)
-  dispatch = np.zeros((num_groups, group_size, num_experts, capacity))
-  combine = np.zeros_like(dispatch)
+  probs, nonpadding, dispatch, combine = _empty_routing(logits, capacity,
+                                                        nonpadding)
+  num_groups, group_size, num_experts = probs.shape
   kept = np.zeros((num_groups, group_size))
   first_choice_counts = np.zeros(num_experts)
   for g in range(num_groups):
@@ -63,7 +69,7 @@ def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
   num_tokens = max(nonpadding.sum(), 1.0)
   f = first_choice_counts / num_tokens
   p = (probs * nonpadding[..., None]).sum((0, 1)) / num_tokens
-  log_z = np.log(np.exp(logits).sum(-1))
+  log_z = np.log(np.exp(np.asarray(logits, np.float64)).sum(-1))
   entropy = -(probs * np.log(probs)).sum(-1)
   return {
       "dispatch": dispatch,
@@ -87,13 +93,9 @@ def experts_choose(logits, capacity, nonpadding=None):
     dict with dispatch and combine [G, S, E, C] and dropped_fraction (real
     tokens no expert took).
   """
-  logits = np.asarray(logits, np.float64)
-  num_groups, group_size, num_experts = logits.shape
-  if nonpadding is None:
-    nonpadding = np.ones((num_groups, group_size))
-  probs = softmax(logits)
-  dispatch = np.zeros((num_groups, group_size, num_experts, capacity))
-  combine = np.zeros_like(dispatch)
+  probs, nonpadding, dispatch, combine = _empty_routing(logits, capacity,
+                                                        nonpadding)
+  num_groups, _, num_experts = probs.shape
   for g in range(num_groups):
     for e in range(num_experts):
       real = [s for s in np.argsort(-probs[g, :, e], kind="stable")
