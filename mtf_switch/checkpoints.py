@@ -1,8 +1,12 @@
-"""Checkpoints of a StepGraph: start a session from one, save one.
+"""Checkpoints of a StepGraph: start a session from one, save one, and
+restore another run's weights (fine-tuning, distillation).
 
 Checkpoints hold the master weights (and optimizer slots) and the global
 step, one entry per model variable whatever the mesh (see
-`mtf_switch.mesh.lower`), so a run can resume on another mesh.
+`mtf_switch.mesh.lower`), so a run can resume on another mesh.  A save
+refuses a non-finite state; a resume skips a corrupt latest checkpoint for
+the newest intact one; the state file holds relative paths, so a model dir
+can move.
 """
 import os
 import sys
