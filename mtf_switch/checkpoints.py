@@ -64,10 +64,9 @@ def _newest_first(model_dir):
   state = model_dir and tf.train.get_checkpoint_state(model_dir)
   if not state:
     return []
+  # get_checkpoint_state has already joined relative paths to model_dir.
   paths = list(state.all_model_checkpoint_paths) or [
       state.model_checkpoint_path]
-  paths = [p if os.path.isabs(p) else os.path.join(model_dir, p)
-           for p in paths]
   return [p for p in reversed(paths) if tf.io.gfile.exists(p + ".index")]
 
 

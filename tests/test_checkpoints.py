@@ -2,6 +2,7 @@
 restores the weights only; a moved dir with a corrupt latest checkpoint
 resumes from the newest intact one."""
 import io
+import os
 import shutil
 
 import gin
@@ -126,3 +127,22 @@ def test_a_moved_dir_with_a_corrupt_latest_checkpoint_falls_back(tmp_path):
     data.write_bytes(b"")
   with pytest.raises(ValueError, match="no checkpoint in .*moved is readable"):
     checkpoints.start_session(step, str(moved), out=io.StringIO())
+
+
+def test_a_run_dir_given_as_a_relative_path_resumes(tmp_path, monkeypatch):
+  """The main job's default model dir is relative (runs/switch_tiny)."""
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+  monkeypatch.chdir(tmp_path)
+  os.makedirs("runs/relative")
+  sess, _ = checkpoints.start_session(step, None)
+  with sess:
+    sess.run(step.global_step.assign(5))
+    saved = sess.run(step.weights[0])
+    checkpoints.save(sess, step, "runs/relative")
+  sess, restored = checkpoints.start_session(step, "runs/relative")
+  with sess:
+    assert restored == os.path.join("runs/relative", "model.ckpt-5")
+    assert sess.run(step.global_step) == 5
+    np.testing.assert_array_equal(sess.run(step.weights[0]), saved)
