@@ -5,15 +5,14 @@ import gin
 import helpers
 import numpy as np
 import pytest
-import tensorflow.compat.v1 as tf
+import torch  # pinned (t5 imports it); HuggingFace's class is PyTorch
+import transformers
 
 from mtf_switch import checkpoints
 from mtf_switch import hf
 from mtf_switch import models
 from mtf_switch import step as step_lib
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 LENGTH, VOCAB = 8, 40
 # d_kv * heads (32) differs from d_model (64), so that a transpose gone
