@@ -122,10 +122,6 @@ class Distillation:
         (1.0 - self.fraction_soft) * mtf.cast(hard_loss, tf.float32)
         + self.fraction_soft * self.temperature ** 2 * soft_loss)
 
-  def decode(self, *args, **kwargs):
-    """The student's decoding."""
-    return self.student.decode(*args, **kwargs)
-
   def init_assignment(self, step_graph, checkpoint):
     """What a new distillation run restores from the teacher's checkpoint:
     every teacher weight, and each student weight whose name the

@@ -509,6 +509,13 @@ def _load_torch(path):
           for k, v in torch.load(path, map_location="cpu").items()}
 
 
+def _check_new_dir(out):
+  """Raises ValueError if out exists and is not empty (nothing there is
+  overwritten)."""
+  if os.path.exists(out) and os.listdir(out):
+    raise ValueError("%s exists and is not empty; give a new --out" % out)
+
+
 def write_hf_dir(out, config, state):
   """Writes config.json and model.safetensors into out, atomically: a
   failure leaves no out behind.
@@ -518,8 +525,7 @@ def write_hf_dir(out, config, state):
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   from transformers import SwitchTransformersConfig  # pylint: disable=g-import-not-at-top
-  if os.path.exists(out) and os.listdir(out):
-    raise ValueError("%s exists and is not empty; give a new --out" % out)
+  _check_new_dir(out)
   tmp = "%s.tmp-%d" % (out.rstrip("/"), os.getpid())
   os.makedirs(tmp)
   try:
@@ -587,8 +593,7 @@ def import_(hf_dir, out):
   """
   config, state = read_hf_dir(hf_dir)
   check_importable(config, hf_dir)
-  if os.path.exists(out) and os.listdir(out):
-    raise ValueError("%s exists and is not empty; give a new --out" % out)
+  _check_new_dir(out)
   text = gin_config(config, hf_dir)
   gin.clear_config()
   gin.parse_config(text)
