@@ -5,7 +5,9 @@ r"""Runs a study (models x seeds, see mtf_switch.study) and summarizes it.
 
 Each run trains in a child process of its own (gin and memory are
 per-process), resuming from its checkpoints in --work_dir after a kill;
-runs whose curves are already in --results_dir are skipped.  After every
+runs whose curves are already in --results_dir are skipped (a distilled
+student's teacher is trained again when its checkpoint is not in
+--work_dir).  After every
 run the summary (summary.csv, summary.md, validation.png, routing.png) is
 written again.  --quick runs any study in a few minutes (one seed, few
 steps) into <work_dir>/quick, never into the results.
@@ -64,16 +66,19 @@ def main(argv=None):
       print("[%d/%d] %s: done (curve in %s)" % (i + 1, len(runs), name,
                                                  results_dir), flush=True)
       continue
+    teacher = study.teachers.get(model)
+    if teacher and not study_lib.finished_checkpoint(study, teacher, seed,
+                                                     work_dir):
+      # Its curve is in the results, its checkpoint not in this work dir
+      # (another machine ran it): train it again, curve kept aside.
+      print("[%d/%d] %s: training its teacher %s first" % (
+          i + 1, len(runs), name, study_lib.run_name(teacher, seed)),
+            flush=True)
+      _run_child(args, os.path.join(work_dir, "teachers"), teacher, seed)
     print("[%d/%d] %s: training %d steps" % (i + 1, len(runs), name,
                                             study.steps), flush=True)
     start = time.time()
-    command = [sys.executable, "-m", "mtf_switch.run_study", "--study",
-               args.study, "--work_dir", args.work_dir, "--results_dir",
-               results_dir, "--run", "%s:%d" % (model, seed)]
-    if args.quick:
-      command.append("--quick")
-    if subprocess.run(command).returncode:
-      sys.exit("run %s failed; see its output above" % name)
+    _run_child(args, results_dir, model, seed)
     study_report.write(study, results_dir)
     print("[%d/%d] %s: finished in %.0f s; summary in %s"
           % (i + 1, len(runs), name, time.time() - start, results_dir),
@@ -81,6 +86,18 @@ def main(argv=None):
   study_report.write(study, results_dir)
   with open(os.path.join(results_dir, "summary.md")) as f:
     print(f.read())
+
+
+def _run_child(args, results_dir, model, seed):
+  """Trains one run in a child process; exits if it fails."""
+  command = [sys.executable, "-m", "mtf_switch.run_study", "--study",
+             args.study, "--work_dir", args.work_dir, "--results_dir",
+             results_dir, "--run", "%s:%d" % (model, seed)]
+  if args.quick:
+    command.append("--quick")
+  if subprocess.run(command).returncode:
+    sys.exit("run %s failed; see its output above"
+             % study_lib.run_name(model, seed))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import tensorflow.compat.v1 as tf
 
 from mtf_switch import checkpoints
 from mtf_switch import data
+from mtf_switch import distillation
 from mtf_switch import loop
 from mtf_switch import models as models_lib
 from mtf_switch import step as step_lib
@@ -49,7 +50,7 @@ class Study:
                eval_every=100, eval_batches=20, batch_size=16,
                input_length=64, target_length=16, learning_rate=1e-2,
                baseline="dense", description="", shuffle_buffer_size=100000,
-               decay_fraction=0.0):
+               decay_fraction=0.0, teachers=None):
     """Records the study.
 
     Args:
@@ -76,10 +77,17 @@ class Study:
       decay_fraction: the learning rate decays linearly to 0 over this
         fraction of the steps, at the end of the run (mesh-tensorflow's
         `linear_decay`); 0 keeps it constant.
+      teachers: dict from a student model to its teacher model, both among
+        `models`: the student is the dense twin of its own gin model,
+        distilled (Section 4.2, `distillation.Distillation`) from the
+        teacher's finished run of the same seed.  Bind
+        `mtf_switch.Distillation.fraction_soft` in the student's config to
+        change the loss's mix.
 
     Raises:
       ValueError: on an empty model list, a baseline not among the models,
-        eval_every not dividing steps, or decay_fraction outside [0, 1].
+        eval_every not dividing steps, decay_fraction outside [0, 1], or a
+        student or teacher not among the models.
     """
     if not models:
       raise ValueError("study %r has no models" % name)
@@ -92,6 +100,14 @@ class Study:
     if not 0.0 <= decay_fraction <= 1.0:
       raise ValueError("decay_fraction=%r must be in [0, 1] (0 keeps the "
                        "learning rate constant)" % (decay_fraction,))
+    teachers = dict(teachers or {})
+    for student, teacher in teachers.items():
+      if (student not in models or teacher not in models
+          or teacher in teachers):
+        raise ValueError(
+            "teachers %r of study %r: a student and its teacher must both be "
+            "among the models %s, and a teacher must not be a student"
+            % (teachers, name, sorted(models)))
     self.name = name
     self.models = dict(models)
     self.seeds = list(seeds)
@@ -107,6 +123,7 @@ class Study:
     self.description = description
     self.shuffle_buffer_size = shuffle_buffer_size
     self.decay_fraction = decay_fraction
+    self.teachers = teachers
 
   def runs(self):
     """(model, seed) of every run, seeds outermost: the first seed of every
@@ -119,7 +136,7 @@ class Study:
                  eval_every, 2, self.batch_size, self.input_length,
                  self.target_length, self.learning_rate, self.baseline,
                  self.description, min(self.shuffle_buffer_size, 1000),
-                 self.decay_fraction)
+                 self.decay_fraction, self.teachers)
 
   def learning_rate_at(self, step):
     """The learning rate of a training step (a tf scalar).
@@ -143,8 +160,9 @@ def curve_path(results_dir, model, seed):
 
 def run_config(study, model, seed):
   """What decides a run's curve: the model's gin config, the seed and the
-  study's data and shapes (not its name, model list or seed list)."""
-  return dict(model=study.models[model], seed=seed, task=study.task,
+  study's data and shapes (not its name, model list or seed list), and a
+  student's teacher's."""
+  config = dict(model=study.models[model], seed=seed, task=study.task,
               steps=study.steps, eval_every=study.eval_every,
               eval_batches=study.eval_batches, batch_size=study.batch_size,
               input_length=study.input_length,
@@ -152,6 +170,18 @@ def run_config(study, model, seed):
               learning_rate=study.learning_rate,
               shuffle_buffer_size=study.shuffle_buffer_size,
               decay_fraction=study.decay_fraction)
+  if model in study.teachers:
+    config["teacher"] = run_config(study, study.teachers[model], seed)
+  return config
+
+
+def finished_checkpoint(study, model, seed, work_dir):
+  """The checkpoint of the run's last step in work_dir, or None."""
+  checkpoint = checkpoints.latest(os.path.join(work_dir,
+                                               run_name(model, seed)))
+  if checkpoint and checkpoint.endswith("-%d" % study.steps):
+    return checkpoint
+  return None
 
 
 def check_run_dir(run_dir, config):
@@ -210,9 +240,12 @@ def write_curve(path, rows):
 
 def _routing_row(metrics_seen):
   """Routing columns from the steps' metric dicts since the last row."""
-  if not metrics_seen or not metrics_seen[0]:
+  # A distilled student's teacher routes too; the row is the student's.
+  layers = sorted({name.rsplit("/", 1)[0] for name in metrics_seen[0]
+                   if not name.startswith(distillation.TEACHER_SCOPE + "/")
+                   } if metrics_seen else ())
+  if not layers:
     return {k: "" for k in CURVE_FIELDS[4:]}  # a dense model
-  layers = sorted({name.rsplit("/", 1)[0] for name in metrics_seen[0]})
 
   def mean(metric):
     return float(np.mean([[m["%s/%s" % (l, metric)] for l in layers]
@@ -303,6 +336,16 @@ def run(study, model, seed, work_dir, results_dir, out):
   partial_path = os.path.join(run_dir, "curve.csv")
   vocab_size = data.vocab_size(study.task)
   model_obj = models_lib.make_model(vocab_size)
+  teacher_checkpoint = None
+  if model in study.teachers:
+    model_obj = distillation.Distillation(model_obj)
+    teacher_checkpoint = finished_checkpoint(study, study.teachers[model],
+                                             seed, work_dir)
+    if not teacher_checkpoint:
+      raise ValueError(
+          "the teacher of %s has no finished run (step %d) in %s: train it "
+          "first (run_study does)" % (run_name(model, seed), study.steps,
+                                      work_dir))
   lengths = (study.batch_size,) + data.step_lengths(
       study.task, study.input_length, study.target_length)
   train_graph = step_lib.build_step_graph(
@@ -326,6 +369,8 @@ def run(study, model, seed, work_dir, results_dir, out):
     if checkpoint:
       print("  resuming from %s (step %d)" % (checkpoint, done), file=out,
             flush=True)
+    elif teacher_checkpoint:
+      _start_student(sess, train_graph, model_obj, teacher_checkpoint, out)
     batches = data.task_batches(study.task, "train", *lengths, repeat=True,
                                 skip_batches=done, **shuffled)
     record = RecordCurve(study, eval_graph, eval_batches, rows, partial_path,
@@ -339,3 +384,13 @@ def run(study, model, seed, work_dir, results_dir, out):
         record])
   write_curve(curve_path(results_dir, model, seed), rows)
   return rows
+
+
+def _start_student(sess, train_graph, model, teacher_checkpoint, out):
+  """Restores a distillation's teacher and the student's non-expert
+  weights from the teacher's checkpoint."""
+  assignment = model.init_assignment(train_graph, teacher_checkpoint)
+  checkpoints.check_weights(teacher_checkpoint, assignment)
+  checkpoints.restore_weights(sess, train_graph, teacher_checkpoint,
+                              assignment)
+  print("  distilling from %s" % teacher_checkpoint, file=out, flush=True)

@@ -2,6 +2,7 @@
 kill; finished runs skipped."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,15 +26,19 @@ mtf_switch.Study.shuffle_buffer_size = 1000
 """
 
 
-def _study_file(tmp_path, steps, eval_every, switch=True):
+def _study_file(tmp_path, steps, eval_every, switch=True, distill=False):
   models = {"dense": ["models/lm_dense_small.gin"] + _TINY}
+  switch_4 = ["models/lm_switch_small.gin", "num_experts = 4",
+              "mtf_switch.SwitchFeedForward.group_size = 32"] + _TINY
   if switch:
-    models["switch_4"] = ["models/lm_switch_small.gin", "num_experts = 4",
-                          "mtf_switch.SwitchFeedForward.group_size = 32"
-                          ] + _TINY
+    models["switch_4"] = switch_4
+  text = STUDY % dict(models=models, steps=steps, eval_every=eval_every)
+  if distill:
+    models["student"] = switch_4
+    text = (STUDY % dict(models=models, steps=steps, eval_every=eval_every)
+            + 'mtf_switch.Study.teachers = {"student": "switch_4"}\n')
   path = tmp_path / "tiny.gin"
-  path.write_text(STUDY % dict(models=models, steps=steps,
-                               eval_every=eval_every))
+  path.write_text(text)
   return str(path)
 
 
@@ -107,3 +112,26 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
   assert [int(r["step"]) for r in rows] == [10, 20, 30, 40, 50, 60]
   seconds = [float(r["train_seconds"]) for r in rows]
   assert seconds == sorted(seconds)
+
+
+@pytest.mark.slow
+def test_a_student_is_distilled_from_its_teachers_run(tmp_path):
+  study_file = _study_file(tmp_path, steps=2, eval_every=2, distill=True)
+  out = _run(_command(study_file, tmp_path))
+  teacher = tmp_path / "work" / "tiny" / "switch_4-seed1" / "model.ckpt-2"
+  assert "distilling from %s" % teacher in out
+  student = _curve(tmp_path, "student-seed1")
+  assert [int(r["step"]) for r in student] == [2]
+  # The student is dense: its teacher's routing is not its own.
+  assert student[0]["router_confidence"] == ""
+  # On a machine without the teacher's checkpoint, the teacher trains again,
+  # its committed curve untouched.
+  for run in ("switch_4-seed1", "student-seed1"):
+    shutil.rmtree(tmp_path / "work" / "tiny" / run)
+  os.remove(tmp_path / "results" / "curves" / "student-seed1.csv")
+  teacher_curve = _curve(tmp_path, "switch_4-seed1")
+  out = _run(_command(study_file, tmp_path))
+  assert "student-seed1: training its teacher switch_4-seed1 first" in out
+  assert "distilling from %s" % teacher in out
+  assert _curve(tmp_path, "switch_4-seed1") == teacher_curve
+  assert _curve(tmp_path, "student-seed1")[0]["validation_loss"]

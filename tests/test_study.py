@@ -18,6 +18,21 @@ def test_bad_studies_are_refused():
                      r"steps=1000"):
     study_lib.Study(name="s", models={"dense": []}, steps=1000,
                     eval_every=300)
+  models = {"dense": [], "switch": [], "student": []}
+  for teachers in ({"student": "switch_8"}, {"pupil": "switch"},
+                   {"student": "switch", "switch": "dense"}):
+    with pytest.raises(ValueError, match=r"a student and its teacher must "
+                       r"both be among the models"):
+      study_lib.Study(name="s", models=models, teachers=teachers)
+
+
+def test_a_students_run_config_holds_its_teachers():
+  study = study_lib.Study(name="s", models={"dense": [], "switch": ["a"],
+                                            "student": ["a"]},
+                          teachers={"student": "switch"})
+  config = study_lib.run_config(study, "student", 2)
+  assert config["teacher"] == study_lib.run_config(study, "switch", 2)
+  assert "teacher" not in study_lib.run_config(study, "switch", 2)
 
 
 def test_a_run_dir_of_another_configuration_is_refused(tmp_path):
