@@ -11,7 +11,8 @@ import os
 
 import gin
 
-from mtf_switch import layers  # noqa: F401  (registers gin configurables)
+from mtf_switch import distillation  # noqa: F401  (gin configurables)
+from mtf_switch import layers  # noqa: F401
 from mtf_switch import models  # noqa: F401
 from mtf_switch import routers  # noqa: F401
 

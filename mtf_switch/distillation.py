@@ -15,7 +15,9 @@ from the teacher's attention, embeddings, norms and dense FFNs.
 `Distillation` is the model the step trains: the student's variables under
 their own names (its checkpoints are plain dense-model checkpoints), the
 teacher's under `teacher/`, frozen, in evaluation mode.  Evaluation scores
-the student alone.
+the student alone.  Through T5's binary, distillation is mesh-tensorflow's
+own `StudentTeacher` with `DenseTwinBitransformer` as the student (gin file
+`distill/dense_student.gin`).
 """
 import copy
 
@@ -26,6 +28,7 @@ from mesh_tensorflow.transformer import transformer_layers
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import layers
+from mtf_switch import models
 from mtf_switch import routing
 
 TEACHER_SCOPE = "teacher"
@@ -46,19 +49,46 @@ def dense_twin(model):
   stacks = ([twin.encoder, twin.decoder]
             if isinstance(twin, transformer.Bitransformer) else [twin])
   for stack in stacks:
-    layer_stack = stack.layer_stack
-    # LayerStack keeps its layers in `_layers` and builds nothing before
-    # it is called, so swapping them here is all a new stack would do.
-    layer_stack._layers = [  # pylint: disable=protected-access
-        _dense_ffn(layer) if isinstance(layer, layers.SwitchFeedForward)
-        else layer for layer in layer_stack.layers]
+    _densify(stack.layer_stack)
   return twin
 
 
+def _densify(layer_stack):
+  # LayerStack keeps its layers in `_layers` and builds nothing before it
+  # is called, so swapping them here is all a new stack would do.
+  layer_stack._layers = [  # pylint: disable=protected-access
+      _dense_ffn(layer) if isinstance(layer, layers.SwitchFeedForward)
+      else layer for layer in layer_stack.layers]
+
+
+@gin.configurable(module="mtf_switch")
+class DenseTwinBitransformer(models.ScaledInitBitransformer):
+  """The dense twin of the gin-configured Switch bitransformer.
+
+  For T5's binary, whose distillation (`utils.run.model_type =
+  "bi_student_teacher"`, mesh-tensorflow's `StudentTeacher`) builds the
+  student from the same gin model as the teacher in the scope "student":
+  binding `student/transformer.make_bitransformer.bitransformer_cls` to
+  this class turns every Switch layer of the student into a dense FFN,
+  whatever the model's stack (see gin/distill/dense_student.gin).
+  """
+
+  def __init__(self, encoder, decoder, shared_embedding=True,
+               init_scale=1.0):
+    super().__init__(encoder, decoder, shared_embedding=shared_embedding,
+                     init_scale=init_scale)
+    for stack in (self.encoder, self.decoder):
+      _densify(stack.layer_stack)
+
+
 def _dense_ffn(switch_layer):
-  return transformer_layers.DenseReluDense(
+  dense = transformer_layers.DenseReluDense(
       hidden_size=switch_layer.hidden_size,
       activation=_DENSE_ACTIVATIONS[switch_layer.activation])
+  # The layer's name is its variable scope ("block_001/layer_003"): without
+  # it, every replaced layer would share one set of weights.
+  dense.set_name(switch_layer.name)
+  return dense
 
 
 @gin.configurable(module="mtf_switch")

@@ -60,6 +60,25 @@ def test_dense_twin_replaces_only_the_switch_layers():
                if not isinstance(t, layers.SwitchFeedForward))
 
 
+def test_each_replaced_layer_has_its_own_weights_under_the_switch_layers_name():
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(["models/switch_tiny.gin"],
+                                      ["num_layer_pairs = 2"])
+  teacher = models.make_bitransformer(VOCAB)
+  student = distillation.dense_twin(teacher)
+  graph = step_lib.build_step_graph(student, 2, LENGTH, LENGTH)
+  names = {w.op.name for w in graph.weights}
+  switch_layers = {n.split("/SwitchFeedForward/")[0] for n in
+                   (w.op.name for w in step_lib.build_step_graph(
+                       teacher, 2, LENGTH, LENGTH).weights)
+                   if "/SwitchFeedForward/" in n}
+  assert len(switch_layers) == 4  # 2 blocks x (encoder, decoder)
+  for scope in switch_layers:
+    assert scope + "/DenseReluDense/wi/kernel" in names
+  # One FFN weight per FFN layer: 2 blocks x 2 FFNs x 2 stacks.
+  assert len([n for n in names if n.endswith("DenseReluDense/wi/kernel")]) == 8
+
+
 def test_student_starts_from_the_teachers_non_expert_weights_and_the_loss_mixes_both(
     tmp_path):
   teacher, checkpoint = _teacher_checkpoint(str(tmp_path / "teacher"))

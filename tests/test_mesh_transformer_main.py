@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -62,3 +63,36 @@ def test_train_evaluate_decode_and_resume_through_the_t5_binary(tmp_path):
   log = _train(model_dir, 15)
   assert "Restoring parameters from %s/model.ckpt-10" % model_dir in log
   assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-15")
+
+
+@pytest.mark.slow
+def test_distillation_through_the_t5_binary(tmp_path):
+  teacher_dir = str(tmp_path / "teacher")
+  _train(teacher_dir, 5)
+  teacher_checkpoint = tf.train.latest_checkpoint(teacher_dir)
+  student_dir = str(tmp_path / "student")
+  _t5_main(student_dir, "--gin_file=distill/dense_student.gin",
+           "--gin_param=transformer.StudentTeacher.teacher_checkpoint = "
+           "'%s'" % teacher_checkpoint,
+           "--gin_param=utils.run.train_steps = 5",
+           "--gin_param=utils.run.iterations_per_loop = 5")
+  teacher = tf.train.load_checkpoint(teacher_checkpoint)
+  student = tf.train.load_checkpoint(tf.train.latest_checkpoint(student_dir))
+  names = student.get_variable_to_shape_map()
+  # The student is the dense twin: its Switch layers became dense FFNs.
+  assert not [n for n in names if n.startswith("student/")
+              and "SwitchFeedForward" in n]
+  assert "student/encoder/block_000/layer_003/DenseReluDense/wi/kernel" in (
+      names)
+  # The teacher is frozen at its checkpoint.
+  for name in teacher.get_variable_to_shape_map():
+    if "slot" not in name and name != "global_step":
+      np.testing.assert_array_equal(student.get_tensor("teacher/" + name),
+                                    teacher.get_tensor(name))
+  # The student started from the teacher's non-expert weights: after five
+  # steps it is still close to them (an independent init would be as far
+  # from them as they are large, relative distance about 1.4).
+  embedding = teacher.get_tensor("shared/embedding")
+  moved = np.linalg.norm(student.get_tensor("student/shared/embedding")
+                         - embedding) / np.linalg.norm(embedding)
+  assert moved < 0.3
