@@ -1,5 +1,6 @@
 """End to end through T5's binary flags: train, evaluate, decode, resume."""
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -35,10 +36,19 @@ def _train(model_dir, steps):
                   "--gin_param=utils.run.iterations_per_loop = 5")
 
 
-@pytest.mark.slow
-def test_train_evaluate_decode_and_resume_through_the_t5_binary(tmp_path):
-  model_dir = str(tmp_path / "model")
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+  """A model dir trained for 10 steps through the binary (the tests below
+  share it; the first resumes it to step 15)."""
+  model_dir = str(tmp_path_factory.mktemp("t5_binary") / "model")
   _train(model_dir, 10)
+  return model_dir
+
+
+@pytest.mark.slow
+def test_train_evaluate_decode_and_resume_through_the_t5_binary(trained_dir):
+  model_dir = trained_dir
+  tmp_path = pathlib.Path(model_dir).parent
   assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-10")
   operative = open(os.path.join(model_dir, "operative_config.gin")).read()
   assert "SwitchFeedForward.num_experts = %num_experts" in operative
@@ -66,10 +76,8 @@ def test_train_evaluate_decode_and_resume_through_the_t5_binary(tmp_path):
 
 
 @pytest.mark.slow
-def test_distillation_through_the_t5_binary(tmp_path):
-  teacher_dir = str(tmp_path / "teacher")
-  _train(teacher_dir, 5)
-  teacher_checkpoint = tf.train.latest_checkpoint(teacher_dir)
+def test_distillation_through_the_t5_binary(trained_dir, tmp_path):
+  teacher_checkpoint = os.path.join(trained_dir, "model.ckpt-10")
   student_dir = str(tmp_path / "student")
   _t5_main(student_dir, "--gin_file=distill/dense_student.gin",
            "--gin_param=transformer.StudentTeacher.teacher_checkpoint = "

@@ -33,10 +33,11 @@ def _study_file(tmp_path, steps, eval_every, switch=True, distill=False):
   if switch:
     models["switch_4"] = switch_4
   text = STUDY % dict(models=models, steps=steps, eval_every=eval_every)
-  if distill:
-    models["student"] = switch_4
+  if distill:  # teacher and student only
+    models = {"switch_4": switch_4, "student": switch_4}
     text = (STUDY % dict(models=models, steps=steps, eval_every=eval_every)
-            + 'mtf_switch.Study.teachers = {"student": "switch_4"}\n')
+            + 'mtf_switch.Study.teachers = {"student": "switch_4"}\n'
+            'mtf_switch.Study.baseline = "switch_4"\n')
   path = tmp_path / "tiny.gin"
   path.write_text(text)
   return str(path)
