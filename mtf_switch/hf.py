@@ -43,7 +43,7 @@ from mtf_switch import step as step_lib
 Description = collections.namedtuple("Description", [
     "vocab_size", "d_model", "num_heads", "d_kv", "d_ff", "num_experts",
     "encoder", "decoder", "router", "capacity_factor_eval", "min_capacity",
-    "dropout_rate"])
+    "dropout_rate", "tie_word_embeddings"])
 Description.__doc__ = """What a HuggingFace config needs of a model.
 
 Attributes:
@@ -51,6 +51,9 @@ Attributes:
     HuggingFace block (attention, [cross-attention,] FFN).
   router: RouterSettings of the Switch layers (None without any).
   capacity_factor_eval: None with dropless evaluation.
+  tie_word_embeddings: whether the decoder's output layer is the shared
+    embedding (scaled by d_model ** -0.5, both here and there) or a weight
+    of its own (switch-c-2048's; unscaled in both).
   (the others: as HuggingFace's config names them.)
 """
 
@@ -80,10 +83,6 @@ def describe(model, dropout_rate=0.1):
       ("encoder", model.encoder, _ENCODER_BLOCK),
       ("decoder", model.decoder, _DECODER_BLOCK)):
     blocks[name] = _blocks(name, stack.layer_stack.layers, pattern, found)
-    if not stack.shared_embedding_and_softmax_weights:
-      raise ValueError("HuggingFace ties the output layer to the embedding: "
-                       "set transformer.Unitransformer."
-                       "shared_embedding_and_softmax_weights = True")
   for setting, values in sorted(found.items()):
     if len(values) > 1:
       raise ValueError("HuggingFace's config has one %s for every layer; "
@@ -99,7 +98,8 @@ def describe(model, dropout_rate=0.1):
       router=next(iter(found["router"]), None),
       capacity_factor_eval=next(iter(found["capacity_factor_eval"]), 2.0),
       min_capacity=next(iter(found["min_capacity"]), 1),
-      dropout_rate=dropout_rate)
+      dropout_rate=dropout_rate,
+      tie_word_embeddings=model.decoder.shared_embedding_and_softmax_weights)
 
 
 def _blocks(stack_name, stack_layers, pattern, found):
@@ -238,7 +238,8 @@ def hf_config(description, sequence_length=512):
       router_z_loss_coef=router.z_loss_coef,
       relative_attention_num_buckets=32, relative_attention_max_distance=128,
       dropout_rate=description.dropout_rate, layer_norm_epsilon=1e-6,
-      dense_act_fn="relu", tie_word_embeddings=True,
+      dense_act_fn="relu",
+      tie_word_embeddings=description.tie_word_embeddings,
       is_encoder_decoder=True, pad_token_id=0, eos_token_id=1,
       decoder_start_token_id=0,
       architectures=["SwitchTransformersForConditionalGeneration"])
@@ -262,10 +263,16 @@ def _sublayer(scope, names):
 def name_map(description, mtf_names):
   """(mtf name, HuggingFace name, kind) of every weight.
 
-  kind: "copy", "transpose" (a dense kernel or the relative bias), or
-  ("expert", i, "wi"|"wo") and ("router",).
+  kind: "copy", "transpose" (a dense kernel or the relative bias),
+  ("expert", i) or "same" (another copy of a weight an earlier row maps).
   """
   rows = [("shared/embedding", "shared.weight", "copy")]
+  if not description.tie_word_embeddings:
+    # With tie_word_embeddings False, transformers (5.x) unties the
+    # encoder's and decoder's input embeddings from `shared` too.
+    rows += [("decoder/logits/kernel", "lm_head.weight", "transpose"),
+             ("shared/embedding", "encoder.embed_tokens.weight", "same"),
+             ("shared/embedding", "decoder.embed_tokens.weight", "same")]
   for stack, blocks, width in (("encoder", description.encoder, 2),
                                ("decoder", description.decoder, 3)):
     scopes = _layer_scopes(mtf_names, stack)
@@ -310,7 +317,7 @@ def to_hf(description, weights):
     value = np.asarray(weights[mtf_name], np.float32)
     if kind == "transpose":
       value = value.T
-    elif kind != "copy":
+    elif kind not in ("copy", "same"):
       value = value[kind[1]].T
     state[hf_name] = np.ascontiguousarray(value)
   return state
@@ -325,12 +332,20 @@ def from_hf(description, state, mtf_shapes):
     mtf_shapes: mtf name -> shape, of every weight of the model.
 
   Raises:
-    ValueError: naming a missing HuggingFace weight or one whose shape does
-      not fit.
+    ValueError: naming a missing HuggingFace weight, one whose shape does
+      not fit, or input embeddings that differ (mtf_switch shares one).
   """
   experts = collections.defaultdict(dict)
   weights = {}
   for mtf_name, hf_name, kind in name_map(description, list(mtf_shapes)):
+    if kind == "same":  # absent in checkpoints of transformers 4.x
+      if hf_name in state and not np.array_equal(state[hf_name],
+                                                 weights[mtf_name]):
+        raise ValueError(
+            "the HuggingFace checkpoint's %s differs from its shared.weight; "
+            "mtf_switch's encoder and decoder share one input embedding"
+            % hf_name)
+      continue
     if hf_name not in state:
       raise ValueError("the HuggingFace checkpoint has no %s" % hf_name)
     value = np.asarray(state[hf_name], np.float32)
@@ -377,6 +392,8 @@ def gin_config(config, source):
       "d_kv = %d" % config["d_kv"],
       "num_experts = %d" % config["num_experts"],
       "expert_activation = 'relu'",
+      "transformer.Unitransformer.shared_embedding_and_softmax_weights = %r"
+      % bool(config.get("tie_word_embeddings", True)),
       "dropout_rate = %r" % float(config.get("dropout_rate", 0.1)),
       "mtf_switch.TokensChooseRouter.aux_loss_coef = %r"
       % float(config.get("router_aux_loss_coef", 0.01)),
@@ -463,15 +480,14 @@ def check_importable(config, hf_dir):
   Raises:
     ValueError: naming the setting and its value.
   """
-  wanted = dict(tie_word_embeddings=True, dense_act_fn="relu",
+  wanted = dict(dense_act_fn="relu",
                 router_bias=False, relative_attention_num_buckets=32,
                 relative_attention_max_distance=128, is_encoder_decoder=True)
   for key, value in wanted.items():
     if config.get(key, value) != value:
       raise ValueError(
           "%s: %s is %r; mtf_switch imports SwitchTransformers with %s = %r "
-          "(an untied output layer, as switch-c-2048's, or gated experts, as "
-          "switch-xxl-128's, are not supported yet)"
+          "(gated experts, as switch-xxl-128's, are not supported yet)"
           % (hf_dir, key, config[key], key, value))
 
 

@@ -62,21 +62,25 @@ def _assert_same_logits(mtf_logits, hf_logits):
   assert np.abs(mtf_logits[real]).max() > 1.0  # not trivially small
 
 
-@pytest.mark.parametrize("capacity_factor,drops", [(8.0, False),
-                                                   (0.5, True)])
+@pytest.mark.parametrize("capacity_factor,drops,tied", [
+    (8.0, False, True), (0.5, True, True), (8.0, False, False)])
 def test_export_gives_huggingface_the_same_logits(tmp_path, capacity_factor,
-                                                  drops):
+                                                  drops, tied):
   """Capacity 8.0 drops nothing; 0.5 (2 slots of 8 tokens per expert) drops
-  tokens, and both frameworks drop the same ones."""
+  tokens, and both frameworks drop the same ones.  Untied: an output layer
+  of its own (switch-c-2048's)."""
   model = _build(["mtf_switch.SwitchFeedForward.capacity_factor_eval = %r"
                   % capacity_factor,
                   "mtf_switch.SwitchFeedForward.min_capacity = 1",
-                  "mtf_switch.SwitchFeedForward.dropless_eval = False"])
+                  "mtf_switch.SwitchFeedForward.dropless_eval = False",
+                  "transformer.Unitransformer."
+                  "shared_embedding_and_softmax_weights = %r" % tied])
   _random_checkpoint(model, str(tmp_path / "mtf"))
   config = hf.export(model, str(tmp_path / "mtf"), str(tmp_path / "hf"),
                      sequence_length=LENGTH)
   assert config["expert_capacity"] == (LENGTH if not drops else 1)
   assert config["num_sparse_encoder_layers"] == 1
+  assert config["tie_word_embeddings"] == tied
   assert sorted(os.listdir(tmp_path / "hf")) == ["config.json",
                                                  "model.safetensors"]
   _assert_same_logits(helpers.mtf_logits(model, str(tmp_path / "mtf"),
@@ -84,14 +88,23 @@ def test_export_gives_huggingface_the_same_logits(tmp_path, capacity_factor,
                       _hf_logits(str(tmp_path / "hf")))
 
 
-def test_import_gives_mtf_the_same_logits(tmp_path):
+@pytest.mark.parametrize("tied", [True, False])
+def test_import_gives_mtf_the_same_logits(tmp_path, tied):
   config = transformers.SwitchTransformersConfig(
       vocab_size=128, d_model=32, d_kv=8, d_ff=48, num_heads=2, num_layers=4,
       num_decoder_layers=4, num_sparse_encoder_layers=2,
       num_sparse_decoder_layers=2, num_experts=4, expert_capacity=LENGTH,
-      initializer_factor=1.0, router_z_loss_coef=0.0)
+      initializer_factor=1.0, router_z_loss_coef=0.0,
+      tie_word_embeddings=tied)
   torch.manual_seed(0)
   hf_model = transformers.SwitchTransformersForConditionalGeneration(config)
+  if not tied:
+    # One input embedding, as switch-c-2048's; copies, not aliases, for
+    # transformers 5.x saves one alias only and then loads the others
+    # freshly initialized.
+    for stack in (hf_model.encoder, hf_model.decoder):
+      stack.embed_tokens.weight = torch.nn.Parameter(
+          hf_model.shared.weight.detach().clone())
   hf_model.save_pretrained(str(tmp_path / "hf"))
   gin_path = hf.import_(str(tmp_path / "hf"), str(tmp_path / "mtf"))
   gin.clear_config()
@@ -164,9 +177,18 @@ def test_configs_mtf_switch_cannot_rebuild_are_refused(tmp_path):
   config = transformers.SwitchTransformersConfig(
       vocab_size=128, d_model=16, d_kv=8, d_ff=16, num_heads=2, num_layers=2,
       num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
-      num_experts=2, tie_word_embeddings=False)
+      num_experts=2, dense_act_fn="gelu")
   transformers.SwitchTransformersForConditionalGeneration(config) \
-      .save_pretrained(str(tmp_path / "untied"))
-  with pytest.raises(ValueError, match="tie_word_embeddings is False"):
+      .save_pretrained(str(tmp_path / "gelu"))
+  with pytest.raises(ValueError, match="dense_act_fn is 'gelu'"):
+    hf.import_(str(tmp_path / "gelu"), str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")
+  # Untied input embeddings (independent copies): mtf_switch has one.
+  hf_model = transformers.SwitchTransformersForConditionalGeneration(
+      config.__class__(**dict(config.to_dict(), dense_act_fn="relu",
+                              tie_word_embeddings=False)))
+  hf_model.save_pretrained(str(tmp_path / "untied"))
+  with pytest.raises(ValueError, match="encoder.embed_tokens.weight differs "
+                     "from its shared.weight"):
     hf.import_(str(tmp_path / "untied"), str(tmp_path / "out"))
   assert not os.path.exists(tmp_path / "out")
