@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+import gin
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -199,6 +200,7 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
     checkpoints.check_weights(init_from, assignment)
   tf.io.gfile.makedirs(model_dir)
   data.write_vocabulary_record(model_dir, task_name)
+  write_operative_config(model_dir)
   sess, checkpoint = checkpoints.start_session(step_graph, model_dir)
   with sess:
     first_step = int(sess.run(step_graph.global_step))
@@ -217,6 +219,15 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
         WriteSummaries(log_every, steps, model_dir),
         SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]
     return train(sess, step_graph, batches, steps, actions)
+
+
+def write_operative_config(model_dir):
+  """Writes the gin bindings the run's model used to
+  model_dir/operative_config.gin (T5's convention, for sharing and
+  reproducing a run)."""
+  with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"),
+                         "w") as f:
+    f.write(gin.operative_config_str())
 
 
 def _init_assignment(model, step_graph, checkpoint):

@@ -42,6 +42,10 @@ def test_main_job_trains_checkpoints_and_resumes_after_a_kill(tmp_path):
           for e in tf.train.summary_iterator(os.path.join(model_dir, f))
           for v in e.summary.value}
   assert any(t.endswith("SwitchFeedForward/dropped_fraction") for t in tags)
+  with open(os.path.join(model_dir, "operative_config.gin")) as f:
+    operative = f.read()
+  assert "SwitchFeedForward.num_experts = %num_experts" in operative
+  assert "num_experts = 4" in operative
 
   # Killed mid-run, started again: it continues from its last checkpoint.
   process = _main_job(model_dir, "--steps", "400")
