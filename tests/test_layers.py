@@ -228,13 +228,23 @@ def test_tiny_switch_model_training_loss_falls():
   gin.parse_config_file("models/switch_tiny.gin")
   step = step_lib.build_step_graph(models.make_bitransformer(32), 8, 8, 8)
   tokens = helpers.random_tokens(np.random.RandomState(0), 8, 8, 32)
+  experts = [w for w in step.weights
+             if "SwitchFeedForward/w" in w.op.name]
+  assert len(experts) == 4  # wi and wo of the encoder's and decoder's
   sess, _ = checkpoints.start_session(step, None)
   with sess:
+    before = sess.run(experts)
     losses = np.array([
         sess.run([step.loss, step.train_op],
                  {step.inputs: tokens, step.targets: tokens})[0]
         for _ in range(40)])
+    after = sess.run(experts)
   assert losses[-5:].mean() < losses[:5].mean() - 0.5, losses
+  # The experts take part: every expert weight learned (an expert whose
+  # output were lost would get no gradient and keep its initial values).
+  for w, b, a in zip(experts, before, after):
+    moved = np.abs(a - b).reshape(a.shape[0], -1).max(axis=1)
+    assert (moved > 1e-4).all(), (w.op.name, moved)
 
 
 @pytest.mark.parametrize("dispatch_mode", ["einsum", "index"])
