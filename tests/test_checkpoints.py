@@ -27,12 +27,17 @@ def test_checkpoint_restores_the_same_weights_on_another_mesh(tmp_path):
     return step_lib.build_step_graph(model, 4, 8, 8, mesh_shape, layout,
                                      train=train_mode)
 
+  def weights(sess, step):
+    return dict(zip([w.op.name for w in step.weights],
+                    sess.run(step.weights)))
+
   def evaluate(mesh_shape, layout, model_dir):
     step = step_graph(mesh_shape, layout, False)
     sess, _ = checkpoints.start_session(step, model_dir)
     with sess:
       return sess.run(step.token_log_likelihood,
-                      {step.inputs: tokens, step.targets: tokens})
+                      {step.inputs: tokens, step.targets: tokens}), weights(
+                          sess, step)
 
   step = step_graph("", "", True)
   sess, _ = checkpoints.start_session(step, None)
@@ -40,14 +45,19 @@ def test_checkpoint_restores_the_same_weights_on_another_mesh(tmp_path):
     for _ in range(3):
       sess.run(step.train_op, {step.inputs: tokens, step.targets: tokens})
     checkpoints.save(sess, step, str(tmp_path))
-  untrained = evaluate("", "", None)
-  one_device = evaluate("", "", str(tmp_path))
+    saved = weights(sess, step)
+  untrained, _ = evaluate("", "", None)
+  one_device, _ = evaluate("", "", str(tmp_path))
   # Batch unsplit, so the groups (and the capacity) are those of one device.
-  four_devices = evaluate("expert:2,model:2",
-                          "experts:expert;d_ff:model;heads:model",
-                          str(tmp_path))
+  four_devices, restored = evaluate("expert:2,model:2",
+                                    "experts:expert;d_ff:model;heads:model",
+                                    str(tmp_path))
   assert one_device > untrained
   np.testing.assert_allclose(four_devices, one_device, rtol=1e-5)
+  # The 4-device session holds exactly the weights the saving session had.
+  assert sorted(restored) == sorted(saved)
+  for name, value in saved.items():
+    np.testing.assert_array_equal(restored[name], value, err_msg=name)
 
 
 def test_restore_weights_starts_a_new_run_from_another_runs_weights(tmp_path):
