@@ -172,3 +172,28 @@ def test_finetuning_preprocessors_make_the_expected_text():
   example, = list(tfds.as_numpy(arc))
   assert example["inputs"] == b"arc question: Which is a gas? (A) rock (B) air"
   assert example["targets"] == b"B"
+
+
+def test_span_corruption_noises_15_percent_in_spans_of_3_on_average():
+  """T5's objective as the paper uses it (Section 3; Raffel et al. 2020):
+  noise density 0.15, mean noise span length 3, on the default corpus."""
+  task = seqio.get_mixture_or_task("mtf_switch_default_span_corruption")
+  vocabulary = task.output_features["targets"].vocabulary
+  first_sentinel = vocabulary.vocab_size - 100  # T5's extra ids, at the top
+  noise = kept = spans = 0
+  for example in tfds.as_numpy(task.get_dataset(
+      C4_LENGTHS, split="validation", shuffle=False, use_cached=False,
+      try_in_mem_cache=False)):
+    inputs = example["inputs"][example["inputs"] != EOS]
+    targets = example["targets"][example["targets"] != EOS]
+    input_sentinels = inputs >= first_sentinel
+    spans += int(input_sentinels.sum())
+    kept += int((~input_sentinels).sum())
+    noise += int((targets < first_sentinel).sum())
+    # Each noise span is replaced by one sentinel in the inputs and opens
+    # with the same sentinel in the targets.
+    assert list(inputs[input_sentinels]) == list(
+        targets[targets >= first_sentinel])
+  assert spans > 100
+  assert noise / (noise + kept) == pytest.approx(0.15, abs=0.01)
+  assert noise / spans == pytest.approx(3.0, abs=0.15)
