@@ -66,11 +66,12 @@ def test_each_replaced_layer_has_its_own_weights_under_the_switch_layers_name():
                                       ["num_layer_pairs = 2"])
   teacher = models.make_bitransformer(VOCAB)
   student = distillation.dense_twin(teacher)
-  graph = step_lib.build_step_graph(student, 2, LENGTH, LENGTH)
+  # Evaluation graphs: the variables without an optimizer to build.
+  graph = step_lib.build_step_graph(student, 2, LENGTH, LENGTH, train=False)
   names = {w.op.name for w in graph.weights}
   switch_layers = {n.split("/SwitchFeedForward/")[0] for n in
                    (w.op.name for w in step_lib.build_step_graph(
-                       teacher, 2, LENGTH, LENGTH).weights)
+                       teacher, 2, LENGTH, LENGTH, train=False).weights)
                    if "/SwitchFeedForward/" in n}
   assert len(switch_layers) == 4  # 2 blocks x (encoder, decoder)
   for scope in switch_layers:
