@@ -196,8 +196,7 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
   elif init_checkpoint:
     init_from = checkpoints.resolve(init_checkpoint)
     data.check_vocabulary(os.path.dirname(init_from), task_name)
-    assignment = _init_assignment(model, step_graph, init_from)
-    checkpoints.check_weights(init_from, assignment)
+    assignment = init_assignment(model, step_graph, init_from)
   tf.io.gfile.makedirs(model_dir)
   data.write_vocabulary_record(model_dir, task_name)
   write_operative_config(model_dir)
@@ -230,13 +229,23 @@ def write_operative_config(model_dir):
     f.write(gin.operative_config_str())
 
 
-def _init_assignment(model, step_graph, checkpoint):
-  """What a new run restores from init_checkpoint: the model's own choice
-  (a distillation restores its teacher and part of its student), else
-  every weight under its own name (fine-tuning)."""
+def init_assignment(model, step_graph, checkpoint):
+  """What a new run restores from a checkpoint, checked against it: the
+  model's own choice (a distillation restores its teacher and part of its
+  student), else every weight under its own name (fine-tuning).
+
+  Returns:
+    list of (checkpoint name, variable), for checkpoints.restore_weights.
+
+  Raises:
+    ValueError: if the checkpoint does not hold those weights.
+  """
   if hasattr(model, "init_assignment"):
-    return model.init_assignment(step_graph, checkpoint)
-  return checkpoints.same_names(step_graph)
+    assignment = model.init_assignment(step_graph, checkpoint)
+  else:
+    assignment = checkpoints.same_names(step_graph)
+  checkpoints.check_weights(checkpoint, assignment)
+  return assignment
 
 
 def evaluate_task(model, model_dir, task_name, batch_size, input_length,

@@ -389,8 +389,7 @@ def run(study, model, seed, work_dir, results_dir, out):
 def _start_student(sess, train_graph, model, teacher_checkpoint, out):
   """Restores a distillation's teacher and the student's non-expert
   weights from the teacher's checkpoint."""
-  assignment = model.init_assignment(train_graph, teacher_checkpoint)
-  checkpoints.check_weights(teacher_checkpoint, assignment)
-  checkpoints.restore_weights(sess, train_graph, teacher_checkpoint,
-                              assignment)
+  checkpoints.restore_weights(
+      sess, train_graph, teacher_checkpoint,
+      loop.init_assignment(model, train_graph, teacher_checkpoint))
   print("  distilling from %s" % teacher_checkpoint, file=out, flush=True)
