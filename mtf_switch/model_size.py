@@ -112,6 +112,22 @@ def count(mesh_shape="", layout="", input_length=512, target_length=114,
   variables, model = build_variables(batch_size, input_length, target_length,
                                      vocab_size, mesh_impl.shape,
                                      mesh_impl.layout_rules)
+  return measure(variables, model, mesh_impl, input_length, target_length)
+
+
+def measure(variables, model, mesh_impl, input_length, target_length):
+  """Sizes of a built model's variables (see `count`).
+
+  Args:
+    variables: the model's trainable mtf variables.
+    model: the Bitransformer that made them.
+    mesh_impl: the mtf.MeshImpl of the layout.
+    input_length: encoder tokens per sequence.
+    target_length: decoder tokens per sequence.
+
+  Returns:
+    ModelSize.
+  """
   d_model = model.encoder.model_dim.size
   top_k = _experts_per_token(model)
 
@@ -123,10 +139,7 @@ def count(mesh_shape="", layout="", input_length=512, target_length=114,
     total += shape.size
     shard_shapes[v.name] = (shape.to_integer_list,
                             mesh_impl.slice_shape(shape))
-    per_core = 1
-    for d in mesh_impl.slice_shape(shape):
-      per_core *= d
-    per_core_bytes += 4 * per_core
+    per_core_bytes += 4 * mesh_impl.slice_size(shape)
     tokens = _layer_tokens(v.name, input_length, target_length)
     if "experts" in shape.dimension_names:
       num_experts = shape.get_dim_by_name("experts").size
@@ -149,6 +162,16 @@ def count(mesh_shape="", layout="", input_length=512, target_length=114,
                    per_core_bytes, shard_shapes)
 
 
+def layout_from_gin():
+  """(mesh_shape, layout_rules) of the parsed layout gin file; ("", "")
+  (one core) without one."""
+  try:
+    return (gin.query_parameter("utils.run.mesh_shape"),
+            gin.query_parameter("utils.run.layout_rules"))
+  except ValueError:  # no layout file
+    return "", ""
+
+
 def _human(n):
   for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
     if abs(n) >= scale:
@@ -164,12 +187,7 @@ def main(argv=None):
   parser.add_argument("--vocab_size", type=int, default=32128)
   args = parser.parse_args(argv)
   gin_files = gin_flags.parse(args)
-  mesh_shape, layout = "", ""
-  try:
-    mesh_shape = gin.query_parameter("utils.run.mesh_shape")
-    layout = gin.query_parameter("utils.run.layout_rules")
-  except ValueError:  # no layout file: one core
-    pass
+  mesh_shape, layout = layout_from_gin()
   size = count(mesh_shape, layout, args.input_length, args.target_length,
                args.vocab_size)
   print("model:             %s" % " + ".join(gin_files))
