@@ -102,6 +102,11 @@ def _bytes(mesh_impl, tensor):
   return mesh_impl.slice_size(tensor.shape) * tensor.dtype.size
 
 
+def _variable_bytes(mesh_impl, variable):
+  # Its output is in the activation dtype; the slices in memory are not.
+  return mesh_impl.slice_size(variable.shape) * variable.slice_dtype.size
+
+
 def build_training_graph(batch_size, input_length, target_length, vocab_size,
                          mesh_impl, activation_dtype):
   """The gin model's training step as an (unlowered) mtf graph.
@@ -225,12 +230,18 @@ def _split_dims(shape, tensor_axis_to_mesh_axis):
           if axis is not None}
 
 
+# The dimensions a layout of mesh-tensorflow's transformer may split; the
+# others (length, d_kv, the Switch layer's groups and capacity) are not
+# meant to be split by layout rules.
+SPLITTABLE = ("batch", "experts", "d_ff", "heads", "vocab", "d_model")
+
+
 def split_hint(mesh_impl, tensors):
   """The dimension whose split would shrink these tensors the most.
 
-  Sums the per-core bytes of `tensors` under each of their dimensions
-  (longer than 1 on this core); the dimension with the largest sum is the
-  one to split, or to split further.
+  Sums the per-core bytes of `tensors` under each of their SPLITTABLE
+  dimensions (longer than 1 on this core); the one with the largest sum is
+  the one to split, or to split further.
 
   Args:
     mesh_impl: the layout's mtf.MeshImpl.
@@ -246,7 +257,7 @@ def split_hint(mesh_impl, tensors):
     layout = mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis
     for dim, per_core, axis in zip(t.shape.dims, mesh_impl.slice_shape(t.shape),
                                    layout):
-      if per_core > 1:
+      if per_core > 1 and dim.name in SPLITTABLE:
         weight[dim.name] += size
         axis_of[dim.name] = (None if axis is None
                              else mesh_impl.shape.dims[axis].name)
@@ -290,10 +301,8 @@ def plan(batch_size, input_length, target_length, vocab_size=32128,
       activation_dtype)
   size = model_size.measure(variables, model, mesh_impl, input_length,
                             target_length)
-  weights = [v.outputs[0] for v in variables]
-  slot_tensors = [v.outputs[0] for v in slots]
-  param_bytes = sum(_bytes(mesh_impl, t) for t in weights)
-  slot_bytes = sum(_bytes(mesh_impl, t) for t in slot_tensors)
+  param_bytes = sum(_variable_bytes(mesh_impl, v) for v in variables)
+  slot_bytes = sum(_variable_bytes(mesh_impl, v) for v in slots)
   everything, remat = activation_bytes(mesh_impl, forward, saved)
   recompute = any(stack._recompute_grads  # pylint: disable=protected-access
                   for stack in (model.encoder.layer_stack,
@@ -308,7 +317,7 @@ def plan(batch_size, input_length, target_length, vocab_size=32128,
   if activations > 2 * param_bytes + slot_bytes:
     hint = split_hint(mesh_impl, saved)
   else:
-    hint = split_hint(mesh_impl, weights + slot_tensors)
+    hint = split_hint(mesh_impl, [v.outputs[0] for v in variables + slots])
   return Plan(cores, param_bytes, param_bytes, slot_bytes, everything, remat,
               recompute, expert_buffer_bytes(mesh_impl, saved),
               passes * sent_forward, flops, size, hint)
@@ -394,9 +403,10 @@ def _advice(p):
       advice.append("split `%s` over a mesh axis (a layout rule %s:<axis>): "
                     "it holds most of the largest term" % (name, name))
     else:
-      advice.append("give `%s` a larger mesh axis than `%s` (more cores, or "
-                    "a smaller batch if it is `batch`): it holds most of the "
-                    "largest term" % (name, axis))
+      advice.append("`%s`, split over mesh axis `%s`, holds most of the "
+                    "largest term: a larger `%s` axis (more cores)%s"
+                    % (name, axis, axis,
+                       ", or a smaller batch" if name == "batch" else ""))
   return "to fit: " + "; ".join(advice)
 
 
