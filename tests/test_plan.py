@@ -1,5 +1,9 @@
 """The capacity planner: per-core bytes against hand counts, its advice."""
 import io
+import json
+import os
+import subprocess
+import sys
 
 import gin
 import helpers  # noqa: F401  (graph mode, compat shim)
@@ -131,3 +135,20 @@ def test_bad_input_is_named():
   with pytest.raises(SystemExit):
     plan.main(["--gin_file", "models/dense_tiny.gin", "--batch_size", "8",
                "--chip", "v9"])
+
+
+@pytest.mark.slow
+def test_estimate_is_within_a_quarter_of_this_cpus_measured_memory():
+  # benchmarks/plan_memory.py trains the main job's model in a process of
+  # its own and reports its resident memory's growth over the steps.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  output = subprocess.run(
+      [sys.executable, os.path.join(root, "benchmarks", "plan_memory.py"),
+       "--child", "measure:64"], capture_output=True, text=True, check=True,
+      cwd=root).stdout
+  measured = json.loads(output.split("RESULT ", 1)[1])["measured_bytes"]
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(["models/switch_tiny.gin"], [])
+  p = plan.plan(64, 64, 16, 32128, activation_dtype=tf.float32)
+  assert abs(measured / plan.total_bytes(p) - 1) < 0.25, (
+      measured, plan.total_bytes(p))
