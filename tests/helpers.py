@@ -100,7 +100,7 @@ BATCH, LENGTH, D_MODEL, D_FF = 4, 8, 6, 5
 
 
 def switch_layer(num_selected_experts=1, policy="argmax", z_loss_coef=0.0,
-                 **kwargs):
+                 aux_loss_coef=1e-2, **kwargs):
   """A SwitchFeedForward of 4 experts, one group per sequence, with argmax
   routing and no minimum capacity unless told otherwise."""
   config = dict(num_experts=4, hidden_size=D_FF, group_size=LENGTH,
@@ -109,17 +109,22 @@ def switch_layer(num_selected_experts=1, policy="argmax", z_loss_coef=0.0,
   config.update(kwargs)
   router = routers.TokensChooseRouter(
       num_selected_experts=num_selected_experts, policy=policy,
-      z_loss_coef=z_loss_coef)
+      z_loss_coef=z_loss_coef, aux_loss_coef=aux_loss_coef)
   return layers.SwitchFeedForward(router=router, **config)
 
 
 def run_layer(layer, x, sequence_id=None, train_mode=True,
-              activation_dtype=tf.float32, mesh_shape="", layout=""):
+              activation_dtype=tf.float32, mesh_shape="", layout="",
+              objective_weights=None):
   """Applies `layer` to numpy x [batch, length, d_model] on a mesh.
 
+  With objective_weights (numpy, x's shape), also the objective
+  sum(y * objective_weights) + the layer's losses, and its gradients.
+
   Returns:
-    (outputs dict with "y", the losses "loss_<i>" and the layer's metrics
-     "switch/<metric>", {variable name: (value, [dim names])}).
+    (outputs dict with "y", the losses "loss_<i>", the layer's metrics
+     "switch/<metric>" (and "objective", "grad/<variable name>"),
+     {variable name: (value, [dim names])}).
   """
   tf.reset_default_graph()
   tf.set_random_seed(0)
@@ -143,6 +148,15 @@ def run_layer(layer, x, sequence_id=None, train_mode=True,
   outputs.update(("loss_%d" % i, mtf.cast(l, tf.float32))
                  for i, l in enumerate(context.losses))
   outputs.update(layers.routing_metrics(graph))
+  if objective_weights is not None:
+    weights = import_array(mesh, objective_weights.astype(np.float32),
+                           y.shape.dims)
+    objective = mtf.reduce_sum(mtf.cast(y, tf.float32) * weights)
+    for loss in context.losses:
+      objective += mtf.cast(loss, tf.float32)
+    outputs["objective"] = objective
+    variables, grads = step.gradients(objective)
+    outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
   values, variables = run(graph, mesh, outputs, mesh_shape, layout,
                           variables_out=True)
   dims = {v.name: v.shape.dimension_names for v in graph.all_variables}

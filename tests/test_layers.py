@@ -47,6 +47,55 @@ def test_layer_matches_numpy_reference(k, activation, capacity_factor):
   assert np.all(got["y"][unrouted] == 0)
 
 
+def _numpy_router_gradient(x, weights, objective_weights, eps=1e-6,
+                           **layer_args):
+  """d(sum(y * objective_weights) + aux loss) / d(router kernel) by central
+  differences of the float64 numpy reference."""
+  def objective(router_w):
+    y, routed = numpy_reference.switch_layer(x, router_w=router_w,
+                                             **dict(weights, **layer_args))
+    return (y * objective_weights).sum() + routed["aux_loss"]
+  router_w = weights.pop("router_w").astype(np.float64)
+  grad = np.zeros_like(router_w)
+  for index in np.ndindex(*router_w.shape):
+    step = np.zeros_like(router_w)
+    step[index] = eps
+    grad[index] = (objective(router_w + step) -
+                   objective(router_w - step)) / (2 * eps)
+  return grad
+
+
+@pytest.mark.parametrize("k,aux_loss_coef", [
+    (1, 0.0), (1, 1e-2), (2, 0.0), (2, 1e-2)])
+def test_router_gradient_matches_finite_differences(k, aux_loss_coef):
+  """The gate's gradient (Section 2.1: the router learns through the gate
+  value that scales the expert's output) and the aux loss's, against
+  numpy, with drops (capacity factor 0.5) and padding."""
+  rng = np.random.RandomState(3)
+  x = rng.randn(BATCH, LENGTH, D_MODEL)
+  objective_weights = rng.randn(BATCH, LENGTH, D_MODEL)
+  sequence_id = np.ones((BATCH, LENGTH), np.int32)
+  sequence_id[2, 6:] = 0
+  layer = _layer(num_selected_experts=k, aux_loss_coef=aux_loss_coef,
+                 capacity_factor_train=0.5)
+  got, variables = _run_layer(layer, x, sequence_id,
+                              objective_weights=objective_weights)
+  (grad_name,) = [n for n in got if n.endswith("router/kernel")
+                  and n.startswith("grad/")]
+  dims = variables[grad_name[len("grad/"):]][1]
+  got_grad = np.transpose(got[grad_name],
+                          [dims.index("d_model"),
+                           dims.index("experts_unsplit")])
+  want_grad = _numpy_router_gradient(
+      x, helpers.weights_by_role(variables, 4), objective_weights, k=k,
+      capacity=max(int(np.ceil(LENGTH * 0.5 / 4)), 1), group_size=LENGTH,
+      nonpadding=(sequence_id > 0).astype(float),
+      aux_loss_coef=aux_loss_coef)
+  assert got["switch/dropped_fraction"] > 0
+  assert np.abs(want_grad).max() > 1e-3
+  np.testing.assert_allclose(got_grad, want_grad, rtol=1e-3, atol=1e-5)
+
+
 def test_z_loss_is_added_to_the_losses_when_on():
   x = np.random.RandomState(1).randn(BATCH, LENGTH, D_MODEL)
   got, variables = _run_layer(_layer(z_loss_coef=1e-3), x)
