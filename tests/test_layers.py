@@ -96,6 +96,29 @@ def test_router_gradient_matches_finite_differences(k, aux_loss_coef):
   np.testing.assert_allclose(got_grad, want_grad, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("requested,chosen", [
+    (2 * LENGTH, 2 * LENGTH),  # each group spans two sequences
+    (5, 4)])  # 5 does not divide the 32 tokens: falls back to 4
+def test_group_fallback_and_groups_spanning_sequences_match_numpy(
+    requested, chosen):
+  rng = np.random.RandomState(11)
+  x = rng.randn(BATCH, LENGTH, D_MODEL)
+  sequence_id = np.ones((BATCH, LENGTH), np.int32)
+  sequence_id[1, 3:] = 0
+  assert layers.choose_group_size(BATCH * LENGTH, requested, 1) == chosen
+  layer = _layer(group_size=requested, capacity_factor_train=0.5)
+  got, variables = _run_layer(layer, x, sequence_id)
+  capacity = int(np.ceil(chosen * 0.5 / 4))
+  want_y, want = numpy_reference.switch_layer(
+      x, k=1, capacity=capacity, group_size=chosen,
+      nonpadding=(sequence_id > 0).astype(float),
+      **helpers.weights_by_role(variables, 4))
+  np.testing.assert_allclose(got["y"], want_y, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got["switch/dropped_fraction"],
+                             want["dropped_fraction"], atol=1e-6)
+  assert want["dropped_fraction"] > 0
+
+
 def test_z_loss_is_added_to_the_losses_when_on():
   x = np.random.RandomState(1).randn(BATCH, LENGTH, D_MODEL)
   got, variables = _run_layer(_layer(z_loss_coef=1e-3), x)
