@@ -69,6 +69,14 @@ def run(mtf_graph, mesh, outputs, mesh_shape="", layout="",
   return values
 
 
+def to_bfloat16(array):
+  """float32 numpy values rounded to bfloat16 (to nearest, ties to even, as
+  TensorFlow's cast), returned as float32."""
+  bits = np.asarray(array, np.float32).view(np.uint32)
+  rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+  return rounded.astype(np.uint32).view(np.float32)
+
+
 def import_array(mesh, array, dims):
   return mtf.import_tf_tensor(mesh, tf.constant(array), dims)
 
@@ -217,7 +225,7 @@ def tiny_switch_lm(vocab_size=16, bindings=()):
 
 
 def lm_loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
-                      bindings=()):
+                      bindings=(), activation_dtype=tf.float32):
   """Loss and gradients of tiny_switch_lm on a (virtual) CPU mesh.
 
   Returns:
@@ -233,10 +241,14 @@ def lm_loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
           mtf.Dimension("length", tokens.shape[1])]
   targets = import_array(mesh, tokens, dims)
   inputs = mtf.shift(targets, offset=1, dim=dims[1], wrap=False)
-  _, loss = model.call_simple(inputs=inputs, targets=targets,
-                              compute_loss=True,
-                              mode=tf.estimator.ModeKeys.TRAIN)
+  _, loss = model.call_simple(
+      inputs=inputs, targets=targets, compute_loss=True,
+      mode=tf.estimator.ModeKeys.TRAIN,
+      variable_dtype=mtf.VariableDType(tf.float32, tf.float32,
+                                       activation_dtype))
+  loss = mtf.cast(loss, tf.float32)
   variables, grads = step.gradients(loss)
+  grads = [mtf.cast(g, tf.float32) for g in grads]
   outputs = {"loss": loss}
   outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
   return run(graph, mesh, outputs, mesh_shape, layout, variable_values,

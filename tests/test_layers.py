@@ -178,6 +178,50 @@ def test_bfloat16_model_keeps_router_in_float32():
   assert all(m.dtype == tf.float32 for m in metrics.values())
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_bfloat16_layer_runs_close_to_float32_with_identical_routing(k):
+  """Section 2.4: in a bfloat16 layer the router still computes in float32,
+  so on bfloat16-representable inputs its probabilities, drops and aux loss
+  are those of a float32 layer, bit for bit; the experts' output differs
+  only by bfloat16 rounding."""
+  rng = np.random.RandomState(5)
+  x = helpers.to_bfloat16(rng.randn(BATCH, LENGTH, D_MODEL))
+  sequence_id = np.ones((BATCH, LENGTH), np.int32)
+  sequence_id[3, 4:] = 0
+  layer = _layer(num_selected_experts=k, capacity_factor_train=0.75)
+  got16, weights16 = _run_layer(layer, x, sequence_id,
+                                activation_dtype=tf.bfloat16)
+  got32, weights32 = _run_layer(layer, x, sequence_id)
+  for name, (value, _) in weights32.items():
+    np.testing.assert_array_equal(weights16[name][0], value)
+  for name in ("switch/router_confidence", "switch/router_entropy",
+               "switch/dropped_fraction", "switch/aux_loss"):
+    assert got16[name] == got32[name], name
+  # The loss the model adds is the same aux loss in the activation dtype.
+  assert got16["loss_0"] == helpers.to_bfloat16(got32["switch/aux_loss"])
+  assert got32["switch/dropped_fraction"] > 0
+  assert not np.array_equal(got16["y"], got32["y"])
+  scale = np.abs(got32["y"]).max()
+  np.testing.assert_allclose(got16["y"], got32["y"], rtol=0,
+                             atol=2e-2 * scale)
+
+
+def test_bfloat16_tiny_model_loss_and_gradients_close_to_float32():
+  tokens = helpers.random_tokens(np.random.RandomState(2), 4, 16, 16)
+  got16, _ = helpers.lm_loss_and_grads("", "", tokens,
+                                       activation_dtype=tf.bfloat16)
+  got32, _ = helpers.lm_loss_and_grads("", "", tokens)
+  assert got16["loss"] != got32["loss"]
+  np.testing.assert_allclose(got16["loss"], got32["loss"], rtol=1e-2)
+  for name, want in got32.items():
+    if name.startswith("grad/"):
+      assert np.all(np.isfinite(got16[name])), name
+      # Whole-gradient agreement, relative to its size (bfloat16 keeps 8
+      # bits of mantissa; sums over tokens add up their rounding).
+      error = np.linalg.norm(got16[name] - want)
+      assert error <= 0.1 * np.linalg.norm(want) + 1e-6, name
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(capacity_factor_train=0.0), r"capacity_factor_train must be > 0"),
     (dict(capacity_factor_eval=-1.0), r"capacity_factor_eval must be > 0"),
