@@ -123,11 +123,13 @@ def switch_layer(num_selected_experts=1, policy="argmax", z_loss_coef=0.0,
 
 def run_layer(layer, x, sequence_id=None, train_mode=True,
               activation_dtype=tf.float32, mesh_shape="", layout="",
-              objective_weights=None):
+              objective_weights=None, seed=0, variable_values=None):
   """Applies `layer` to numpy x [batch, length, d_model] on a mesh.
 
   With objective_weights (numpy, x's shape), also the objective
   sum(y * objective_weights) + the layer's losses, and its gradients.
+  `seed` is the graph's: it draws the initial weights and the noise;
+  variable_values ({name: value}) replace the initial weights.
 
   Returns:
     (outputs dict with "y", the losses "loss_<i>", the layer's metrics
@@ -135,7 +137,7 @@ def run_layer(layer, x, sequence_id=None, train_mode=True,
      {variable name: (value, [dim names])}).
   """
   tf.reset_default_graph()
-  tf.set_random_seed(0)
+  tf.set_random_seed(seed)
   graph = mtf.Graph()
   mesh = mtf.Mesh(graph, "mesh")
   batch_dim = mtf.Dimension("batch", x.shape[0])
@@ -166,7 +168,7 @@ def run_layer(layer, x, sequence_id=None, train_mode=True,
     variables, grads = step.gradients(objective)
     outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
   values, variables = run(graph, mesh, outputs, mesh_shape, layout,
-                          variables_out=True)
+                          variable_values, variables_out=True)
   dims = {v.name: v.shape.dimension_names for v in graph.all_variables}
   return values, {n: (v, dims[n]) for n, v in variables.items()}
 

@@ -119,6 +119,60 @@ def test_group_fallback_and_groups_spanning_sequences_match_numpy(
   assert want["dropped_fraction"] > 0
 
 
+def test_shipped_defaults_jitter_min_capacity_and_expert_dropout():
+  """The zoo's settings (switch_defaults.gin: input jitter, min_capacity 4)
+  with expert dropout 0.4 (Section 4.1's fine-tuning rate)."""
+  rng = np.random.RandomState(9)
+  x = rng.randn(BATCH, LENGTH, D_MODEL)
+  sequence_id = np.ones((BATCH, LENGTH), np.int32)
+
+  def run(train, seed, dropout=0.4, weights=None):
+    layer = _layer(policy="input_jitter", min_capacity=4,
+                   expert_dropout_rate=dropout, capacity_factor_eval=0.5)
+    got, variables = _run_layer(layer, x, sequence_id, train_mode=train,
+                                seed=seed, variable_values=weights)
+    return got["y"], variables
+
+  eval_y, variables = run(False, seed=0)
+  weights = {n: v for n, (v, _) in variables.items()}
+  numpy_weights = helpers.weights_by_role(variables, 4)
+  # Evaluation: argmax routing, no noise, no dropout; min_capacity lifts
+  # the eval capacity from ceil(8 * 0.5 / 4) = 1 to 4 slots.
+  want_y, want = numpy_reference.switch_layer(
+      x, k=1, capacity=4, group_size=LENGTH, **numpy_weights)
+  np.testing.assert_allclose(eval_y, want_y, rtol=1e-4, atol=1e-5)
+  _, one_slot = numpy_reference.switch_layer(
+      x, k=1, capacity=1, group_size=LENGTH, **numpy_weights)
+  assert one_slot["dropped_fraction"] > want["dropped_fraction"]
+  np.testing.assert_array_equal(run(False, seed=1, weights=weights)[0],
+                                eval_y)
+  np.testing.assert_array_equal(
+      run(False, seed=1, dropout=0.0, weights=weights)[0], eval_y)
+
+  # Training: the noise depends on the seed.
+  train_y = run(True, seed=0, dropout=0.0, weights=weights)[0]
+  assert not np.array_equal(
+      run(True, seed=1, dropout=0.0, weights=weights)[0], train_y)
+  # Jitter touches only the router's input: each token's output is still
+  # one expert's output on the unperturbed token, scaled by its gate.
+  tokens = x.reshape(-1, D_MODEL)
+  experts = np.stack([
+      numpy_reference.relu(tokens @ numpy_weights["wi"][e])
+      @ numpy_weights["wo"][e] for e in range(4)])  # [experts, tokens, d]
+  routed = 0
+  for t, y in enumerate(train_y.reshape(-1, D_MODEL)):
+    if np.abs(y).max() == 0:
+      continue  # dropped
+    cosines = experts[:, t] @ y / (np.linalg.norm(experts[:, t], axis=-1)
+                                   * np.linalg.norm(y) + 1e-30)
+    assert cosines.max() > 1 - 1e-5
+    routed += 1
+  assert routed > BATCH * LENGTH // 2
+  # Expert dropout: only in training.
+  dropped_y = run(True, seed=0, weights=weights)[0]
+  assert not np.array_equal(dropped_y, train_y)
+
+
 def test_z_loss_is_added_to_the_losses_when_on():
   x = np.random.RandomState(1).randn(BATCH, LENGTH, D_MODEL)
   got, variables = _run_layer(_layer(z_loss_coef=1e-3), x)
