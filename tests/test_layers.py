@@ -173,6 +173,81 @@ def test_shipped_defaults_jitter_min_capacity_and_expert_dropout():
   assert not np.array_equal(dropped_y, train_y)
 
 
+def _routing_of_model(model, targets, inputs=None, sequence_id=None,
+                      weights=None):
+  """Routing metrics of a Bitransformer (with inputs) or a decoder-only
+  model (without) on int32 numpy tokens; 0 is padding."""
+  tf.reset_default_graph()
+  tf.set_random_seed(0)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch_dim = mtf.Dimension("batch", targets.shape[0])
+
+  def tokens(array):
+    return helpers.import_array(
+        mesh, array, [batch_dim, mtf.Dimension("length", array.shape[1])])
+
+  mtf_targets = tokens(targets)
+  kwargs = dict(targets=mtf_targets, compute_loss=True,
+                mode=tf.estimator.ModeKeys.TRAIN)
+  if inputs is not None:
+    kwargs["inputs"] = tokens(inputs)
+  else:
+    kwargs["inputs"] = mtf.shift(mtf_targets, offset=1,
+                                 dim=mtf_targets.shape.dims[1], wrap=False)
+    if sequence_id is not None:
+      kwargs["sequence_id"] = tokens(sequence_id)
+  model.call_simple(**kwargs)
+  return helpers.run(graph, mesh, layers.routing_metrics(graph),
+                     variable_values=weights, variables_out=True)
+
+
+def _assert_same_routing(got, want):
+  for name in want:
+    if name.endswith(("/expert_fraction", "/aux_loss", "/router_confidence")):
+      np.testing.assert_allclose(got[name], want[name], rtol=1e-5,
+                                 atol=1e-7, err_msg=name)
+
+
+def test_padding_takes_no_capacity_and_no_aux_loss_in_a_bitransformer():
+  """The Bitransformer derives sequence ids from the tokens (0 is padding):
+  a padded batch routes exactly as the same sequences without padding."""
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(
+      ["models/switch_tiny.gin"],
+      ['mtf_switch.TokensChooseRouter.policy = "argmax"'])
+  model = models.make_bitransformer(16)
+  rng = np.random.RandomState(4)
+  inputs = helpers.random_tokens(rng, 2, 16, 16, num_padding=13)
+  targets = helpers.random_tokens(rng, 2, 8, 16, num_padding=6)
+  padded, weights = _routing_of_model(model, targets, inputs)
+  unpadded, _ = _routing_of_model(model, targets[:, :2], inputs[:, :3],
+                                  weights=weights)
+  assert len([n for n in padded if n.endswith("/expert_fraction")]) == 2
+  _assert_same_routing(padded, unpadded)
+
+
+def test_decoder_only_model_routes_padding_unless_given_sequence_ids():
+  """mesh-tensorflow's Unitransformer has no way to tell padding from
+  tokens without `sequence_id`: padding then takes capacity and enters the
+  aux loss.  Passing sequence_id (0 at padding, as T5's packed LM features
+  do) keeps it out."""
+  model = helpers.tiny_switch_lm()
+  rng = np.random.RandomState(6)
+  targets = helpers.random_tokens(rng, 2, 16, 16, num_padding=10)
+  unpadded, weights = _routing_of_model(model, targets[:, :6])
+  with_ids, _ = _routing_of_model(model, targets,
+                                  sequence_id=np.minimum(targets, 1),
+                                  weights=weights)
+  _assert_same_routing(with_ids, unpadded)
+  without_ids, _ = _routing_of_model(model, targets, weights=weights)
+  name = [n for n in unpadded if n.endswith("/expert_fraction")][0]
+  # 32 positions counted instead of 12 real tokens.
+  counts = without_ids[name] * 32
+  np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)
+  assert not np.allclose(without_ids[name], unpadded[name])
+
+
 def test_z_loss_is_added_to_the_losses_when_on():
   x = np.random.RandomState(1).randn(BATCH, LENGTH, D_MODEL)
   got, variables = _run_layer(_layer(z_loss_coef=1e-3), x)
