@@ -53,16 +53,24 @@ def _add(name, tfds_name, preprocessor, metric_fns, postprocess_fn=None,
 # ---------------------------------- GLUE -------------------------------------
 GLUE = [b for b in tfds.text.glue.Glue.builder_configs.values()
         if b.name != "ax"]
-_MNLI_SPLITS = ("train", "validation_matched", "validation_mismatched",
-                "test_matched", "test_mismatched")
+# TFDS's mnli_matched and mnli_mismatched configs are MNLI's evaluation
+# sets alone: no train split, so they stay out of the training mixture (T5
+# gives them rate 0).
+_GLUE_SPLITS = {
+    "mnli": ("train", "validation_matched", "validation_mismatched",
+             "test_matched", "test_mismatched"),
+    "mnli_matched": ("validation", "test"),
+    "mnli_mismatched": ("validation", "test"),
+}
 for _b in GLUE:
   _add("mtf_switch_glue_%s" % _b.name, "glue/%s:1.0.0" % _b.name,
        glue_utils.get_glue_text_preprocessor(_b),
        glue_utils.get_glue_metric(_b.name),
        glue_utils.get_glue_postprocess_fn(_b),
-       splits=_MNLI_SPLITS if _b.name == "mnli" else _SPLITS)
+       splits=_GLUE_SPLITS.get(_b.name, _SPLITS))
 seqio.MixtureRegistry.add(
-    "mtf_switch_glue", ["mtf_switch_glue_%s" % b.name for b in GLUE],
+    "mtf_switch_glue", ["mtf_switch_glue_%s" % b.name for b in GLUE
+                        if "train" in _GLUE_SPLITS.get(b.name, _SPLITS)],
     default_rate=seqio.mixing_rate_num_examples)
 
 # -------------------------------- SuperGLUE ----------------------------------
@@ -82,7 +90,7 @@ seqio.MixtureRegistry.add(
 
 # ------------------------ Reading comprehension, summaries ---------------------
 _add("mtf_switch_squad", "squad/v1.1:3.0.0", preprocessors.squad,
-     [metrics.squad], postprocessors.qa)
+     [metrics.squad], postprocessors.qa, splits=("train", "validation"))
 _add("mtf_switch_xsum", "xsum:1.1.0",
      functools.partial(preprocessors.summarize, article_key="document",
                        summary_key="summary"), [metrics.rouge])
@@ -140,8 +148,11 @@ for _round in (1, 2, 3):
 _add("mtf_switch_arc_easy", "ai2_arc/ARC-Easy:1.0.0", arc, [metrics.accuracy])
 _add("mtf_switch_arc_challenge", "ai2_arc/ARC-Challenge:1.0.0", arc,
      [metrics.accuracy])
+# TFDS's WinoGrande trains on one of five sizes; the largest (XL, 40k
+# examples), as T5 fine-tunes on it.
 _add("mtf_switch_winogrande", "winogrande:1.1.0", winogrande,
-     [metrics.accuracy], splits=["train", "validation"])
+     [metrics.accuracy],
+     splits={"train": "train_xl", "validation": "validation"})
 
 
 # ----------------------------- Closed-book QA --------------------------------
@@ -155,12 +166,13 @@ def closed_book_qa(prefix, answers_fn):
   return fn
 
 
+# WebQuestions has no validation split, NQ-open no test split in TFDS.
 _add("mtf_switch_web_questions", "web_questions:1.0.0",
      closed_book_qa("web_questions question:", lambda x: x["answers"]),
-     [metrics.squad], postprocessors.qa)
+     [metrics.squad], postprocessors.qa, splits=("train", "test"))
 _add("mtf_switch_natural_questions", "natural_questions_open:1.0.0",
      closed_book_qa("nq question:", lambda x: x["answer"]),
-     [metrics.squad], postprocessors.qa)
+     [metrics.squad], postprocessors.qa, splits=("train", "validation"))
 _add("mtf_switch_trivia_qa", "trivia_qa/unfiltered.nocontext:1.1.0",
      closed_book_qa("trivia_qa question:",
                     lambda x: tf.concat([[x["answer"]["value"]],

@@ -1,4 +1,6 @@
 """The task registry on mock TFDS data, the default corpus tasks, errors."""
+import re
+
 import helpers  # noqa: F401  (graph mode, compat shim)
 import pytest
 import seqio
@@ -82,7 +84,8 @@ def test_pretraining_task_yields_span_corruption_examples(name):
 @pytest.mark.parametrize("name", FINETUNING_TASKS)
 def test_finetuning_task_yields_text_to_text_examples(name):
   task = seqio.get_mixture_or_task(name)
-  split = [s for s in task.splits if s.startswith("validation")][0]
+  split = ([s for s in task.splits if s.startswith("validation")]
+           or ["test"])[0]
   with tfds.testing.mock_data(num_examples=4):
     dataset = task.get_dataset(FINETUNE_LENGTHS, split=split,
                                shuffle=False, use_cached=False,
@@ -113,6 +116,24 @@ def test_mixture_yields_examples(name, lengths, monkeypatch):
                                   use_cached=False,
         try_in_mem_cache=False)
     _check_examples(dataset, lengths, count=4)
+
+
+def test_registered_splits_are_those_tfds_has():
+  """TFDS's metadata is on GCS: the splits are listed by hand (from the
+  TFDS catalog), so a wrong one only fails on real data."""
+  def splits(name):
+    loader = seqio.get_mixture_or_task(name).source.tfds_dataset
+    return loader._split_map  # pylint: disable=protected-access
+  assert splits("mtf_switch_winogrande") == {"train": "train_xl",
+                                             "validation": "validation"}
+  assert tuple(splits("mtf_switch_web_questions")) == ("train", "test")
+  for name in ("mtf_switch_natural_questions", "mtf_switch_squad"):
+    assert tuple(splits(name)) == ("train", "validation"), name
+  glue = [t.name for t in seqio.get_mixture_or_task("mtf_switch_glue").tasks]
+  for name in ("mnli_matched", "mnli_mismatched"):
+    assert tuple(splits("mtf_switch_glue_" + name)) == ("validation", "test")
+    assert "mtf_switch_glue_" + name not in glue  # nothing to train on
+  assert "mtf_switch_glue_mnli" in glue
 
 
 def test_mc4_mixture_rates_follow_mt5_temperature(monkeypatch):
@@ -221,3 +242,181 @@ def test_span_corruption_noises_15_percent_in_spans_of_3_on_average():
   assert spans > 100
   assert noise / (noise + kept) == pytest.approx(0.15, abs=0.01)
   assert noise / spans == pytest.approx(3.0, abs=0.15)
+
+
+# ------------- What each fine-tuning family makes of a raw example -------------
+# On mock TFDS data (random, but deterministic: every load of a split yields
+# the same examples), each task's output is compared with what the test
+# computes by hand from the raw example it read: the text before tokenization
+# (`*_pretokenized`, which seqio's tokenize keeps), the tokens decoded with the
+# task's vocabulary, and the extra features the metrics read.
+CONTENT_LENGTHS = {"inputs": 4096, "targets": 1024}  # long enough: no trims
+
+
+def _pad_punctuation(text):
+  """T5's _pad_punctuation (SQuAD), in Python: RE2's [[:punct:]] is ASCII."""
+  text = re.sub(r"([!-/:-@\[-`{-~])", r" \1 ", text)
+  return re.sub(r"\s+", " ", text)
+
+
+def _text(value):
+  return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _raw_and_processed(name, tfds_name, split, num_examples):
+  """(raw mock examples of tfds_name's split read by the test, the task's
+  examples of the same split), in order."""
+  task = seqio.get_mixture_or_task(name)
+  assert task.source.tfds_dataset.name == tfds_name
+  with tfds.testing.mock_data(num_examples=num_examples):
+    raw, info = tfds.load(tfds_name, split=split, shuffle_files=False,
+                          with_info=True)
+    raw = list(tfds.as_numpy(raw))
+    processed = list(tfds.as_numpy(task.get_dataset(
+        CONTENT_LENGTHS, split=split, shuffle=False, use_cached=False,
+        try_in_mem_cache=False)))
+  assert len(raw) == len(processed) == num_examples
+  return task, info.features, raw, processed
+
+
+def _assert_text(task, example, inputs, targets):
+  """The task's example holds `inputs` -> `targets`, as text and as tokens
+  (SentencePiece collapses runs of spaces), each closed by EOS."""
+  assert _text(example["inputs_pretokenized"]) == inputs
+  assert _text(example["targets_pretokenized"]) == targets
+  for feature, text in (("inputs", inputs), ("targets", targets)):
+    tokens = example[feature].tolist()
+    assert tokens[-1] == EOS and EOS not in tokens[:-1], feature
+    vocabulary = task.output_features[feature].vocabulary
+    assert vocabulary.decode(tokens[:-1]) == " ".join(text.split()), feature
+
+
+def _check_classification(name, tfds_name, split, expected_fn,
+                          num_examples=8):
+  """expected_fn(raw example, TFDS features) -> (inputs, targets); the mock
+  examples must carry at least two different targets, so that a wrong label
+  mapping shows."""
+  task, features, raw, processed = _raw_and_processed(
+      name, tfds_name, split, num_examples)
+  targets = set()
+  for x, example in zip(raw, processed):
+    inputs, target = expected_fn(x, features)
+    _assert_text(task, example, inputs, target)
+    targets.add(target)
+  assert len(targets) >= 2, targets
+  return raw, processed
+
+
+def test_anli_tasks_read_their_rounds():
+  for r in (1, 2, 3):
+    task = seqio.get_mixture_or_task("mtf_switch_anli_r%d" % r)
+    assert task.source.tfds_dataset.name == "anli/r%d:0.1.0" % r
+
+
+def test_anli_maps_premise_and_hypothesis_to_the_label_word():
+  words = {"e": "entailment", "n": "neutral", "c": "contradiction"}
+  _check_classification(
+      "mtf_switch_anli_r3", "anli/r3:0.1.0", "validation",
+      lambda x, f: ("anli premise: %s hypothesis: %s" % (
+          _text(x["context"]), _text(x["hypothesis"])),
+                    words[f["label"].int2str(x["label"])]))
+
+
+def test_winogrande_maps_sentence_and_options_to_the_right_options_name():
+  # TFDS's label names are WinoGrande's answers "1" and "2": the target
+  # names the option that fills the blank.
+  _check_classification(
+      "mtf_switch_winogrande", "winogrande:1.1.0", "validation",
+      lambda x, f: ("winogrande sentence: %s option1: %s option2: %s" % (
+          _text(x["sentence"]), _text(x["option1"]), _text(x["option2"])),
+                    "option" + f["label"].int2str(x["label"])))
+
+
+def test_arc_letters_the_choices_in_order_and_answers_with_a_letter():
+  letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz"
+  _check_classification(
+      "mtf_switch_arc_easy", "ai2_arc/ARC-Easy:1.0.0", "validation",
+      lambda x, f: ("arc question: %s %s" % (_text(x["question"]), " ".join(
+          "(%s) %s" % (letters[i], _text(t))
+          for i, t in enumerate(x["choices"]["text"]))),
+                    f["answerKey"].int2str(x["answerKey"])))
+
+
+def test_glue_mnli_follows_t5s_format():
+  # T5's glue preprocessor: the benchmark, then the features sorted by name.
+  raw, processed = _check_classification(
+      "mtf_switch_glue_mnli", "glue/mnli:1.0.0", "validation_matched",
+      lambda x, f: ("mnli hypothesis: %s premise: %s" % (
+          _text(x["hypothesis"]), _text(x["premise"])),
+                    ["entailment", "neutral", "contradiction"][x["label"]]))
+  assert [ex["idx"] for ex in processed] == [x["idx"] for x in raw]
+
+
+def test_super_glue_cb_follows_t5s_format():
+  raw, processed = _check_classification(
+      "mtf_switch_super_glue_cb", "super_glue/cb:1.0.2", "validation",
+      lambda x, f: ("cb hypothesis: %s premise: %s" % (
+          _text(x["hypothesis"]), _text(x["premise"])),
+                    ["entailment", "contradiction", "neutral"][x["label"]]))
+  assert [ex["idx"] for ex in processed] == [x["idx"] for x in raw]
+
+
+def _check_qa(name, tfds_name, split, expected_fn, num_examples=3):
+  """expected_fn(raw example) -> (inputs, targets, all answers); the answers
+  are what the metric gets as targets (through the task's postprocessor)."""
+  task, _, raw, processed = _raw_and_processed(name, tfds_name, split,
+                                               num_examples)
+  for x, example in zip(raw, processed):
+    inputs, targets, answers = expected_fn(x)
+    assert len(answers) > 1  # the mock has several: the first one is picked
+    _assert_text(task, example, inputs, targets)
+    assert [_text(a) for a in example["answers"]] == answers
+    assert task.postprocess_fn(example["targets_pretokenized"],
+                               example=example, is_target=True) == answers
+
+
+def test_trivia_qa_answers_with_its_value_and_accepts_its_aliases():
+  _check_qa(
+      "mtf_switch_trivia_qa", "trivia_qa/unfiltered.nocontext:1.1.0",
+      "validation",
+      lambda x: ("trivia_qa question: " + _text(x["question"]),
+                 _text(x["answer"]["value"]),
+                 [_text(x["answer"]["value"])] +
+                 [_text(a) for a in x["answer"]["aliases"]]))
+
+
+def test_natural_questions_answers_with_its_first_answer():
+  _check_qa(
+      "mtf_switch_natural_questions", "natural_questions_open:1.0.0",
+      "validation",
+      lambda x: ("nq question: " + _text(x["question"]),
+                 _text(x["answer"][0]), [_text(a) for a in x["answer"]]))
+
+
+def test_web_questions_answers_with_its_first_answer():
+  _check_qa(
+      "mtf_switch_web_questions", "web_questions:1.0.0", "train",
+      lambda x: ("web_questions question: " + _text(x["question"]),
+                 _text(x["answers"][0]), [_text(a) for a in x["answers"]]))
+
+
+def test_squad_follows_t5s_format():
+  def expected(x):
+    answers = [_pad_punctuation(_text(a)) for a in x["answers"]["text"]]
+    return (re.sub(r"\s+", " ", "question: %s context: %s" % (
+        _pad_punctuation(_text(x["question"])),
+        _pad_punctuation(_text(x["context"])))), answers[0], answers)
+  _check_qa("mtf_switch_squad", "squad/v1.1:3.0.0", "validation", expected)
+
+
+@pytest.mark.parametrize("name,tfds_name,article,summary", [
+    ("mtf_switch_xsum", "xsum:1.1.0", "document", "summary"),
+    ("mtf_switch_cnn_dailymail", "cnn_dailymail:3.4.0", "article",
+     "highlights")])
+def test_summarization_maps_the_article_to_its_summary(name, tfds_name,
+                                                       article, summary):
+  task, _, raw, processed = _raw_and_processed(name, tfds_name, "validation",
+                                               num_examples=3)
+  for x, example in zip(raw, processed):
+    _assert_text(task, example, "summarize: " + _text(x[article]),
+                 _text(x[summary]))
