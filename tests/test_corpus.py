@@ -2,6 +2,10 @@
 import hashlib
 import json
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 
 import helpers  # noqa: F401  (graph mode, compat shim)
 import pytest
@@ -30,10 +34,30 @@ def test_split_is_a_function_of_the_text_alone():
   assert 0.01 < share < 0.03
 
 
+# Pickles corpus.iter_documents() to stdout: mtf_switch.corpus loaded from
+# its file (argv[1]) alone, without the package (and so TensorFlow).
+_READ_DOCUMENTS = """
+import importlib.util, pickle, sys
+spec = importlib.util.spec_from_file_location("corpus", sys.argv[1])
+corpus = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(corpus)
+pickle.dump(list(corpus.iter_documents()), sys.stdout.buffer)
+"""
+
+
 @pytest.mark.slow
 def test_two_builds_give_identical_bytes_and_disjoint_splits(tmp_path):
-  first = corpus.build(str(tmp_path / "a"))
-  second = corpus.build(str(tmp_path / "b"))
+  # The second build's documents are read meanwhile by another interpreter
+  # (its own hash seed): the bytes may depend neither on the build nor on
+  # the process that read the sources.
+  with tempfile.TemporaryFile() as documents:
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READ_DOCUMENTS, corpus.__file__],
+        stdout=documents)
+    first = corpus.build(str(tmp_path / "a"))
+    assert reader.wait(timeout=900) == 0
+    documents.seek(0)
+    second = corpus.build(str(tmp_path / "b"), pickle.load(documents))
   assert first == second
   for split in corpus.SPLITS:
     a = open(tmp_path / "a" / (split + ".tfrecord"), "rb").read()

@@ -1,89 +1,153 @@
 """End to end through T5's binary flags: train, evaluate, decode, resume."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 
-def _t5_main(model_dir, *args):
-  command = [
-      sys.executable, "-m", "mtf_switch.mesh_transformer_main",
-      "--model_dir=%s" % model_dir,
-      "--module_import=mtf_switch.tasks",
-      "--gin_file=dataset.gin",
-      "--gin_file=models/switch_tiny.gin",
-      "--gin_file=layouts/cpu_expert_data_2.gin",
-      "--gin_param=MIXTURE_NAME = 'mtf_switch_copy_words'",
-      "--gin_param=utils.run.sequence_length = "
-      "{'inputs': 32, 'targets': 32}",
-      "--gin_param=utils.run.batch_size = ('sequences_per_batch', 4)",
-      "--gin_param=Bitransformer.decode.max_decode_length = 32",
-  ] + list(args)
-  result = subprocess.run(
-      command, cwd=os.path.dirname(model_dir), capture_output=True, text=True,
-      timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  assert result.returncode == 0, result.stderr[-5000:]
-  return result.stderr  # absl logs to stderr
+class _T5Main:
+  """A run of the binary, started at once (runs on the same trained model
+  dir go two at a time: each is mostly one busy core)."""
+
+  def __init__(self, model_dir, *args):
+    command = [
+        sys.executable, "-m", "mtf_switch.mesh_transformer_main",
+        "--model_dir=%s" % model_dir,
+        "--module_import=mtf_switch.tasks",
+        "--gin_file=dataset.gin",
+        "--gin_file=models/switch_tiny.gin",
+        "--gin_file=layouts/cpu_expert_data_2.gin",
+        "--gin_param=MIXTURE_NAME = 'mtf_switch_copy_words'",
+        "--gin_param=utils.run.sequence_length = "
+        "{'inputs': 32, 'targets': 32}",
+        "--gin_param=utils.run.batch_size = ('sequences_per_batch', 4)",
+        "--gin_param=Bitransformer.decode.max_decode_length = 32",
+    ] + list(args)
+    # A file, not a pipe: a run waited for later must not block on its log.
+    self._stderr = tempfile.TemporaryFile("w+")
+    self._process = subprocess.Popen(
+        command, cwd=os.path.dirname(model_dir), stdout=subprocess.DEVNULL,
+        stderr=self._stderr, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+  def wait(self):
+    self._process.wait(timeout=900)
+
+  def log(self):
+    """Waits for the run; returns its log (absl logs to stderr)."""
+    self.wait()
+    self._stderr.seek(0)
+    log = self._stderr.read()
+    assert self._process.returncode == 0, log[-5000:]
+    return log
 
 
-def _train(model_dir, steps):
-  return _t5_main(model_dir, "--gin_param=utils.run.train_steps = %d" % steps,
-                  "--gin_param=utils.run.save_checkpoints_steps = 5",
-                  "--gin_param=utils.run.iterations_per_loop = 5")
+def _train(model_dir, steps, save_every=5):
+  return _T5Main(model_dir, "--gin_param=utils.run.train_steps = %d" % steps,
+                 "--gin_param=utils.run.save_checkpoints_steps = %d"
+                 % save_every,
+                 "--gin_param=utils.run.iterations_per_loop = 5")
 
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
-  """A model dir trained for 10 steps through the binary (the tests below
-  share it; the first resumes it to step 15)."""
+  """A model dir trained for 10 steps through the binary (checkpoints at
+  steps 0 and 10), and what was in it then.
+
+  Returns:
+    (model_dir, {"latest": its latest checkpoint, "operative": its
+     operative_config.gin}).
+  """
   model_dir = str(tmp_path_factory.mktemp("t5_binary") / "model")
-  _train(model_dir, 10)
-  return model_dir
+  _train(model_dir, 10, save_every=10).log()
+  with open(os.path.join(model_dir, "operative_config.gin")) as f:
+    state = {"latest": tf.train.latest_checkpoint(model_dir),
+             "operative": f.read()}
+  return model_dir, state
+
+
+@pytest.fixture(scope="module")
+def runs(trained_dir):
+  """The runs of the tests below on the trained model dir, two at a time:
+  evaluation and inference at step 10, then the training resumed to step 15
+  and a distillation of the step-10 checkpoint (no run reads what another
+  one writes).
+
+  Returns:
+    dict of _T5Main, waited for by the tests that use them.
+  """
+  model_dir, _ = trained_dir
+  tmp_path = pathlib.Path(model_dir).parent
+  inputs = tmp_path / "inputs.txt"
+  inputs.write_text("switch expert router\nmesh tensor batch\n")
+  # The resumed run saves step 10 again as it starts: the distillation
+  # reads its teacher from a copy of that checkpoint.
+  teacher_dir = tmp_path / "teacher"
+  teacher_dir.mkdir()
+  for path in pathlib.Path(model_dir).glob("model.ckpt-10.*"):
+    if not path.name.endswith(".meta"):
+      shutil.copy(path, teacher_dir)
+  started = {}
+  started["eval"] = _T5Main(
+      model_dir, "--gin_file=eval.gin",
+      "--gin_param=utils.run.dataset_split = 'validation'",
+      "--gin_param=utils.run.eval_checkpoint_step = 10")
+  started["infer"] = _T5Main(
+      model_dir, "--gin_file=infer.gin",
+      "--gin_param=input_filename = '%s'" % inputs,
+      "--gin_param=output_filename = '%s'" % (tmp_path / "decodes"),
+      "--gin_param=infer_checkpoint_step = 10")
+  for name in ("eval", "infer"):
+    started[name].wait()
+  started["resume"] = _train(model_dir, 15)
+  started["distill"] = _T5Main(
+      str(tmp_path / "student"), "--gin_file=distill/dense_student.gin",
+      "--gin_param=transformer.StudentTeacher.teacher_checkpoint = "
+      "'%s'" % (teacher_dir / "model.ckpt-10"),
+      "--gin_param=utils.run.train_steps = 5",
+      "--gin_param=utils.run.iterations_per_loop = 5")
+  for run in started.values():
+    run.wait()
+  return started
 
 
 @pytest.mark.slow
-def test_train_evaluate_decode_and_resume_through_the_t5_binary(trained_dir):
-  model_dir = trained_dir
+def test_train_evaluate_decode_and_resume_through_the_t5_binary(
+    trained_dir, runs):
+  model_dir, state = trained_dir
   tmp_path = pathlib.Path(model_dir).parent
-  assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-10")
-  operative = open(os.path.join(model_dir, "operative_config.gin")).read()
-  assert "SwitchFeedForward.num_experts = %num_experts" in operative
+  assert state["latest"].endswith("model.ckpt-10")
+  assert "SwitchFeedForward.num_experts = %num_experts" in state["operative"]
 
-  log = _t5_main(model_dir, "--gin_file=eval.gin",
-                 "--gin_param=utils.run.dataset_split = 'validation'",
-                 "--gin_param=utils.run.eval_checkpoint_step = 10")
+  log = runs["eval"].log()
   assert "mtf_switch_copy_words/sequence_accuracy at step 10" in log
   predictions = tmp_path / "model" / "validation_eval" / (
       "mtf_switch_copy_words_10_predictions")
   assert len(predictions.read_text().splitlines()) == 64
 
-  inputs = tmp_path / "inputs.txt"
-  inputs.write_text("switch expert router\nmesh tensor batch\n")
-  _t5_main(model_dir, "--gin_file=infer.gin",
-           "--gin_param=input_filename = '%s'" % inputs,
-           "--gin_param=output_filename = '%s'" % (tmp_path / "decodes"),
-           "--gin_param=infer_checkpoint_step = 10")
+  runs["infer"].log()
   decodes = (tmp_path / "decodes-10").read_text().splitlines()
   assert len(decodes) == 2
 
-  log = _train(model_dir, 15)
+  log = runs["resume"].log()
   assert "Restoring parameters from %s/model.ckpt-10" % model_dir in log
   assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-15")
 
 
 @pytest.mark.slow
-def test_distillation_through_the_t5_binary(trained_dir, tmp_path):
-  teacher_checkpoint = os.path.join(trained_dir, "model.ckpt-10")
-  student_dir = str(tmp_path / "student")
-  _t5_main(student_dir, "--gin_file=distill/dense_student.gin",
-           "--gin_param=transformer.StudentTeacher.teacher_checkpoint = "
-           "'%s'" % teacher_checkpoint,
-           "--gin_param=utils.run.train_steps = 5",
-           "--gin_param=utils.run.iterations_per_loop = 5")
+def test_distillation_through_the_t5_binary(trained_dir, runs):
+  model_dir, _ = trained_dir
+  # The step-10 checkpoint of model_dir, copied (see `runs`).
+  teacher_checkpoint = os.path.join(os.path.dirname(model_dir), "teacher",
+                                    "model.ckpt-10")
+  student_dir = str(pathlib.Path(model_dir).parent / "student")
+  runs["distill"].log()
   teacher = tf.train.load_checkpoint(teacher_checkpoint)
   student = tf.train.load_checkpoint(tf.train.latest_checkpoint(student_dir))
   names = student.get_variable_to_shape_map()

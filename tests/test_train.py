@@ -3,18 +3,22 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import helpers  # noqa: F401  (graph mode, compat shim)
 import pytest
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import train
 
-def _main_job(model_dir, *args):
+
+def _main_job(model_dir, *args, stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE):
   return subprocess.Popen(
       [sys.executable, "-m", "mtf_switch.train", "--model_dir", model_dir,
        "--log_every", "10", "--save_every", "10"] + list(args),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      stdout=stdout, stderr=stderr, text=True,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
@@ -24,19 +28,74 @@ def _finish(process):
   return out
 
 
+class _Started:
+  """A main job started at once, its output in files (not pipes: a job
+  waited for later must not block on a full pipe meanwhile)."""
+
+  def __init__(self, model_dir, *args):
+    self._out = tempfile.TemporaryFile("w+")
+    self._err = tempfile.TemporaryFile("w+")
+    self.process = _main_job(model_dir, *args, stdout=self._out,
+                             stderr=self._err)
+
+  def output(self):
+    """Waits for the job; returns its stdout."""
+    self.process.wait(timeout=900)
+    self._err.seek(0)
+    assert self.process.returncode == 0, self._err.read()[-3000:]
+    self._out.seek(0)
+    return self._out.read()
+
+
 def _perplexities(out):
   return [float(line.rsplit(":", 1)[1]) for line in out.splitlines()
           if line.startswith("validation neg. log perplexity")]
 
 
-@pytest.mark.slow
-def test_main_job_trains_checkpoints_and_resumes_after_a_kill(tmp_path):
+def _logged_steps(out):
+  return [int(line.split()[1].split("/")[0]) for line in out.splitlines()
+          if line.startswith("step ")]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+  """A fresh run of the main job killed after its checkpoint at step 40,
+  then started again to finish at step 50.
+
+  Returns:
+    (model_dir, stdout of the killed run, stdout of the resumed run).  The
+    tests below share it: the second fine-tunes and distills its weights.
+  """
+  tmp_path = tmp_path_factory.mktemp("main_job")
   model_dir = str(tmp_path / "run")
-  out = _finish(_main_job(model_dir, "--steps", "40"))
-  assert "step 10/40  loss" in out and "tokens/s" in out
-  assert out.count("SwitchFeedForward: dropped") == 8  # 2 layers x 4 logs
-  before, after = _perplexities(out)
-  assert after > before + 0.5  # log perplexity falls by at least 0.5 nat
+  # Files, not pipes: nothing reads the killed run's output while it runs.
+  # Its stdout holds whole progress reports only: each ends with a flush.
+  with open(tmp_path / "killed.out", "w") as out, open(
+      tmp_path / "killed.err", "w") as err:
+    process = _main_job(model_dir, "--steps", "400", stdout=out, stderr=err)
+    deadline = time.time() + 600
+    while not (tf.train.latest_checkpoint(model_dir) or "").endswith("-40"):
+      assert time.time() < deadline and process.poll() is None, (
+          (tmp_path / "killed.err").read_text()[-3000:])
+      time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+  killed = (tmp_path / "killed.out").read_text()
+  resumed = _finish(_main_job(model_dir, "--steps", "50"))
+  return model_dir, killed, resumed
+
+
+@pytest.mark.slow
+def test_main_job_trains_checkpoints_and_resumes_after_a_kill(
+    killed_and_resumed):
+  model_dir, killed, out = killed_and_resumed
+  # The fresh run: progress every 10 steps, each report naming both Switch
+  # layers (2 layers x every log), until it was killed.
+  assert "step 10/400  loss" in killed and "tokens/s" in killed
+  logged = _logged_steps(killed)
+  assert logged[:4] == [10, 20, 30, 40]
+  assert killed.count("SwitchFeedForward: dropped") == 2 * len(logged)
+  (before,) = _perplexities(killed)  # killed before its final evaluation
   events = [f for f in os.listdir(model_dir) if "tfevents" in f]
   tags = {v.tag for f in events
           for e in tf.train.summary_iterator(os.path.join(model_dir, f))
@@ -48,58 +107,57 @@ def test_main_job_trains_checkpoints_and_resumes_after_a_kill(tmp_path):
   assert "num_experts = 4" in operative
 
   # Killed mid-run, started again: it continues from its last checkpoint.
-  process = _main_job(model_dir, "--steps", "400")
-  deadline = time.time() + 600
-  while not tf.train.latest_checkpoint(model_dir).endswith("-60"):
-    assert time.time() < deadline and process.poll() is None
-    time.sleep(0.5)
-  process.send_signal(signal.SIGKILL)
-  process.communicate()
-  out = _finish(_main_job(model_dir, "--steps", "70"))
   resumed_at = int(out.split("resuming from ")[1].split("(step ")[1]
                    .split(")")[0])
-  assert 60 <= resumed_at < 70
-  # It logs every 10 steps from where it resumed: only step 70 is left.
-  logged = [int(line.split()[1].split("/")[0]) for line in out.splitlines()
-            if line.startswith("step ")]
-  assert logged == [70]
-  assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-70")
-  assert _perplexities(out)[-1] > before + 0.5
+  assert 40 <= resumed_at < 50
+  # It logs every 10 steps from where it resumed: only step 50 is left.
+  assert _logged_steps(out) == [50]
+  assert out.count("SwitchFeedForward: dropped") == 2
+  assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-50")
+  (after,) = _perplexities(out)
+  assert after > before + 0.5  # log perplexity falls by at least 0.5 nat
 
 
 @pytest.mark.slow
-def test_main_job_fine_tunes_and_distills_from_a_checkpoint(tmp_path):
-  pretrained, finetuned = str(tmp_path / "pre"), str(tmp_path / "fine")
-  _finish(_main_job(pretrained, "--steps", "10"))
-
-  distilled = str(tmp_path / "distilled")
-  out = _finish(_main_job(distilled, "--steps", "10", "--distill_from",
-                          pretrained))
-  assert "distilling %s into its dense twin" % pretrained in out
-  assert "weights from %s/model.ckpt-10" % pretrained in out
-  # The student is dense: the only Switch layers reported are the teacher's.
-  assert "teacher/encoder/block_000/layer_003/SwitchFeedForward" in out
-  assert "\n  encoder/block_000/layer_003/SwitchFeedForward" not in out
-  (after,) = _perplexities(out)
-  assert -7.0 < after < 0
+def test_main_job_fine_tunes_and_distills_from_a_checkpoint(
+    killed_and_resumed, tmp_path):
+  pretrained = killed_and_resumed[0]  # trained 50 steps, not written below
   finetune = ["--init_checkpoint", pretrained, "--gin_file",
               "models/switch_tiny.gin", "--gin_file", "finetune/switch.gin",
               "--task", "mtf_switch_default_docstring_summary",
               "--input_length", "64", "--target_length", "16",
               "--learning_rate", "1e-3"]
-  out = _finish(_main_job(finetuned, "--steps", "10", "--metrics",
-                          "--metric_batches", "1", *finetune))
-  assert "weights from %s/model.ckpt-10" % pretrained in out
+  # The distillation and the fine-tuning run side by side.
+  distilled = str(tmp_path / "distilled")
+  distillation = _Started(distilled, "--steps", "10", "--distill_from",
+                          pretrained)
+  finetuned = str(tmp_path / "fine")
+  finetuning = _Started(finetuned, "--steps", "10", "--metrics",
+                        "--metric_batches", "1", *finetune)
+
+  # Meanwhile: a model of another shape is refused before anything is
+  # written (the job's main in this process: an error it raises ends the
+  # command).
+  refused = str(tmp_path / "refused")
+  with pytest.raises(ValueError, match="model.ckpt-50 does not fit this "
+                                       "model"):
+    train.main(["--model_dir", refused, "--steps", "10", *finetune,
+                "--gin_param",
+                "mtf_switch.SwitchFeedForward.hidden_size = 48"])
+  assert not os.path.exists(refused)
+
+  out = distillation.output()
+  assert "distilling %s into its dense twin" % pretrained in out
+  assert "weights from %s/model.ckpt-50" % pretrained in out
+  # The student is dense: the only Switch layers reported are the teacher's.
+  assert "teacher/encoder/block_000/layer_003/SwitchFeedForward" in out
+  assert "\n  encoder/block_000/layer_003/SwitchFeedForward" not in out
+  (after,) = _perplexities(out)
+  assert -7.0 < after < 0
+
+  out = finetuning.output()
+  assert "weights from %s/model.ckpt-50" % pretrained in out
   assert "step 10/10  loss" in out
   metrics = out.split("validation metrics after 10 steps: ")[1]
   assert "examples 16" in metrics and "rouge1 " in metrics
   assert tf.train.latest_checkpoint(finetuned).endswith("model.ckpt-10")
-
-  # A model of another shape is refused before anything is written.
-  refused = str(tmp_path / "refused")
-  process = _main_job(refused, "--steps", "10", *finetune, "--gin_param",
-                      "mtf_switch.SwitchFeedForward.hidden_size = 48")
-  _, err = process.communicate(timeout=900)
-  assert process.returncode != 0
-  assert "model.ckpt-10 does not fit this model" in err
-  assert not os.path.exists(refused)
