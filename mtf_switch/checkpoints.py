@@ -23,7 +23,10 @@ def start_session(step_graph, model_dir, out=sys.stderr):
   """A session with the newest readable checkpoint of model_dir restored.
 
   A corrupt or partial checkpoint (e.g. a kill during a save, a truncated
-  copy) is named on `out` and the next older one is tried.
+  copy) is named on `out` and the next older one is tried.  After a restore
+  at step n, the training step's random ops draw n times, so that the run
+  goes on with the noise (input jitter, dropout) an uninterrupted run would
+  draw; the caller restores the data position (skipping n batches).
 
   Args:
     step_graph: step.StepGraph (or anything with graph, saver, init_ops).
@@ -53,10 +56,20 @@ def start_session(step_graph, model_dir, out=sys.stderr):
           else ""), file=out, flush=True)
       continue
     sess.run(step_graph.init_ops[1])  # masters to slices
+    _replay_noise(sess, step_graph)
     return sess, checkpoint
   sess.close()
   raise ValueError("no checkpoint in %s is readable (%s); move them away to "
                    "start afresh" % (model_dir, ", ".join(candidates)))
+
+
+def _replay_noise(sess, step_graph):
+  """Advances the random streams of step_graph's training step to its
+  restored global step."""
+  noise = getattr(step_graph, "noise", None)
+  if noise:
+    for _ in range(int(sess.run(step_graph.global_step))):
+      sess.run(noise)
 
 
 def _newest_first(model_dir):

@@ -16,7 +16,7 @@ StepGraph = collections.namedtuple(
     "StepGraph", ["graph", "inputs", "targets", "loss", "train_op",
                   "metrics", "scalars", "token_log_likelihood", "num_tokens",
                   "global_step", "saver", "init_ops", "save_ops",
-                  "weights", "state_finite"])
+                  "weights", "state_finite", "noise"])
 StepGraph.__doc__ = """A lowered training or evaluation step on CPU.
 
 Attributes:
@@ -41,7 +41,16 @@ Attributes:
     optimizer slots, no step): what fine-tuning restores.
   state_finite: bool scalar, whether every value the saver writes (after
     save_ops) is finite.
+  noise: the outputs of the stateful random ops (input jitter, dropout)
+    that one training step draws from, once each (empty in evaluation).
 """
+
+# TensorFlow's stateful random ops: each run draws the next values of its
+# own stream.
+_RANDOM_OP_TYPES = frozenset([
+    "RandomUniform", "RandomUniformInt", "RandomStandardNormal",
+    "TruncatedNormal", "RandomShuffle", "Multinomial", "RandomGamma",
+    "RandomPoisson", "RandomPoissonV2"])
 
 
 def gradients(loss):
@@ -137,7 +146,22 @@ def build_step_graph(model, batch_size, input_length, target_length,
          lowering.copy_masters_to_slices()],
         [lowering.copy_slices_to_masters()],
         [v.get_master() for v in mtf_graph.trainable_variables],
-        state_finite)
+        state_finite, _noise(train_op) if train else [])
+
+
+def _noise(fetch):
+  """Outputs of the stateful random ops that running `fetch` runs."""
+  seen, stack, noise = set(), [fetch], []
+  while stack:
+    op = stack.pop()
+    if op in seen:
+      continue
+    seen.add(op)
+    if op.type in _RANDOM_OP_TYPES:
+      noise.append(op.outputs[0])
+    stack.extend(t.op for t in op.inputs)
+    stack.extend(op.control_inputs)
+  return noise
 
 
 def target_log_likelihood(logits, targets):

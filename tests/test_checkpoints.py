@@ -156,3 +156,36 @@ def test_a_run_dir_given_as_a_relative_path_resumes(tmp_path, monkeypatch):
     assert restored == os.path.join("runs/relative", "model.ckpt-5")
     assert sess.run(step.global_step) == 5
     np.testing.assert_array_equal(sess.run(step.weights[0]), saved)
+
+
+def test_a_resumed_run_repeats_an_uninterrupted_one_noise_included(
+    tmp_path):
+  """Same seed, same losses; and a run resumed from its checkpoint at step
+  3 goes on with the losses and ends with the weights of a run never
+  stopped, input jitter and dropout included (the data position is the
+  caller's: here every step feeds the same batch)."""
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(["models/switch_tiny.gin"],
+                                      ["dropout_rate = 0.1"])
+  tokens = np.random.RandomState(1).randint(2, 32, (4, 8)).astype(np.int32)
+
+  def run(model_dir, steps, save_at=None):
+    step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+    assert len(step.noise) >= 2  # jitter and dropout draws
+    sess, _ = checkpoints.start_session(step, model_dir)
+    losses = []
+    with sess:
+      while len(losses) < steps:
+        _, loss = sess.run([step.train_op, step.loss],
+                           {step.inputs: tokens, step.targets: tokens})
+        losses.append(loss)
+        if len(losses) == save_at:
+          checkpoints.save(sess, step, model_dir)
+      return losses, sess.run(step.weights)
+
+  losses, weights = run(str(tmp_path / "a"), 6, save_at=3)
+  assert run(None, 6)[0] == losses
+  resumed, resumed_weights = run(str(tmp_path / "a"), 3)
+  assert resumed == losses[3:]
+  for got, want in zip(resumed_weights, weights):
+    np.testing.assert_array_equal(got, want)
