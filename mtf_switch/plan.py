@@ -357,8 +357,10 @@ def parse_sequence_length(text):
   return lengths["inputs"], lengths["targets"]
 
 
-def report(p, chip_name, out=sys.stdout):
-  """Prints plan `p` for a chip: memory, all-to-all, step time, the fit."""
+def report(p, chip_name, out=None):
+  """Prints plan `p` for a chip (to `out`, default stdout): memory,
+  all-to-all, step time, the fit."""
+  out = out or sys.stdout
   chip = CHIPS[chip_name]
   hbm = chip.hbm_bytes_per_chip / chip.cores_per_chip
   gib = lambda b: "%.2f GiB" % (b / GIB)  # noqa: E731

@@ -126,6 +126,18 @@ def test_report_says_what_to_split_when_it_does_not_fit():
   assert "split `batch` over a mesh axis" in text
 
 
+def test_command_prints_the_plan(capsys):
+  gin.clear_config()
+  plan.main(["--gin_file", "models/switch_tiny.gin", "--gin_file",
+             "layouts/cpu_expert_data_2.gin", "--batch_size", "8",
+             "--sequence_length", "inputs:64,targets:16", "--chip", "v5e"])
+  out = capsys.readouterr().out
+  assert "mesh / layout:  batch:2 / batch:batch,experts:batch" in out
+  assert "per core (2 cores, TPU v5e" in out
+  assert "all-to-all sent per core and step" in out
+  assert "fits: " in out
+
+
 def test_bad_input_is_named():
   with pytest.raises(ValueError, match="--batch_size 3 .* 2 batch shards"):
     _plan("dense_tiny", 3, mesh_shape="batch:2", layout="batch:batch")
