@@ -55,15 +55,19 @@ MC4_SAMPLE = ["mtf_switch_mc4.af", "mtf_switch_mc4.zu",
               "mtf_switch_mc4.zh_Latn"]
 
 
+def _tfds_splits(task_name):
+  """The task's {split: TFDS split}; seqio keeps a plain map private."""
+  loader = seqio.get_mixture_or_task(task_name).source.tfds_dataset
+  return loader._split_map  # pylint: disable=protected-access
+
+
 def test_every_mc4_task_reads_its_languages_splits():
   for language in pretraining.MC4_LANGUAGES:
-    task = seqio.get_mixture_or_task(
-        "mtf_switch_mc4.%s" % language.replace("-", "_"))
+    name = "mtf_switch_mc4.%s" % language.replace("-", "_")
+    task = seqio.get_mixture_or_task(name)
     assert task.source.tfds_dataset.name == "c4/multilingual:3.1.0"
-    # seqio exposes a plain {split: TFDS split} map only privately.
-    splits = task.source.tfds_dataset._split_map  # pylint: disable=protected-access
-    assert splits == {"train": language,
-                      "validation": language + "-validation"}
+    assert _tfds_splits(name) == {"train": language,
+                                  "validation": language + "-validation"}
 
 
 @pytest.mark.slow
@@ -121,9 +125,7 @@ def test_mixture_yields_examples(name, lengths, monkeypatch):
 def test_registered_splits_are_those_tfds_has():
   """TFDS's metadata is on GCS: the splits are listed by hand (from the
   TFDS catalog), so a wrong one only fails on real data."""
-  def splits(name):
-    loader = seqio.get_mixture_or_task(name).source.tfds_dataset
-    return loader._split_map  # pylint: disable=protected-access
+  splits = _tfds_splits
   assert splits("mtf_switch_winogrande") == {"train": "train_xl",
                                              "validation": "validation"}
   assert tuple(splits("mtf_switch_web_questions")) == ("train", "test")
