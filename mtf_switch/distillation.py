@@ -96,7 +96,7 @@ class Distillation:
   """A dense student taught by a frozen Switch teacher (Section 4.2)."""
 
   def __init__(self, teacher, student=None, fraction_soft=0.25,
-               temperature=1.0):
+               temperature=1.0, init_student=True):
     """Records the two models and the loss's mix.
 
     Args:
@@ -105,6 +105,9 @@ class Distillation:
       fraction_soft: weight of the cross entropy against the teacher's
         probabilities, in [0, 1] (the paper: 0.25).
       temperature: softmax temperature of both (the paper: 1).
+      init_student: start the student from the teacher's non-expert
+        weights (the paper's recipe); False starts it from scratch, Table
+        6's "distillation" row without the initialization.
 
     Raises:
       ValueError: on a fraction_soft outside [0, 1] or temperature <= 0.
@@ -116,6 +119,7 @@ class Distillation:
     self.student = student or dense_twin(teacher)
     self.fraction_soft = fraction_soft
     self.temperature = temperature
+    self.init_student = init_student
 
   def call_simple(self, inputs, targets, compute_loss,
                   mode=tf.estimator.ModeKeys.TRAIN,
@@ -154,8 +158,9 @@ class Distillation:
 
   def init_assignment(self, step_graph, checkpoint):
     """What a new distillation run restores from the teacher's checkpoint:
-    every teacher weight, and each student weight whose name the
-    checkpoint holds (all but the dense FFNs that replaced Switch layers).
+    every teacher weight and, with init_student, each student weight whose
+    name the checkpoint holds (all but the dense FFNs that replaced Switch
+    layers).
 
     Returns:
       list of (checkpoint name, master variable) (see
@@ -168,6 +173,8 @@ class Distillation:
                for v in step_graph.graph.get_collection(
                    tf.GraphKeys.GLOBAL_VARIABLES)
                if v.op.name.startswith(prefix)]
+    if not self.init_student:
+      return teacher
     student = [(w.op.name, w) for w in step_graph.weights
                if w.op.name in names]
     return student + teacher

@@ -131,3 +131,20 @@ def test_bad_mixes_are_refused():
     distillation.Distillation(_teacher(), fraction_soft=1.5)
   with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
     distillation.Distillation(_teacher(), temperature=0)
+
+
+def test_student_from_scratch_restores_only_the_teacher(tmp_path):
+  teacher, checkpoint = _teacher_checkpoint(str(tmp_path / "teacher"))
+  model = distillation.Distillation(teacher, init_student=False)
+  # Another seed than the teacher's: same-named weights initialize alike.
+  graph = step_lib.build_step_graph(model, 2, LENGTH, LENGTH, seed=7)
+  assignment = model.init_assignment(graph, checkpoint)
+  assert assignment
+  assert all(v.op.name.startswith("teacher/") for _, v in assignment)
+  sess, _ = checkpoints.start_session(graph, None)
+  with sess:
+    checkpoints.restore_weights(sess, graph, checkpoint, assignment)
+    variables = {v.op.name: v for v in graph.graph.get_collection("variables")}
+    teacher_embedding, student_embedding = sess.run(
+        [variables["teacher/shared/embedding"], variables["shared/embedding"]])
+  assert not np.allclose(student_embedding, teacher_embedding)
