@@ -21,6 +21,8 @@ import gin
 from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import guard
+
 
 def _scaled_initializer(initializer, factor):
   def init(*args, **kwargs):
@@ -75,8 +77,13 @@ class ScaledInitBitransformer(transformer.Bitransformer):
     self.init_scale = init_scale
 
   def call_simple(self, *args, **kwargs):
+    """As Bitransformer's; the loss is checked finite where
+    `guard.checked` is enabled (T5's binary)."""
     with init_scale_scope(self.init_scale):
-      return super().call_simple(*args, **kwargs)
+      logits, loss = super().call_simple(*args, **kwargs)
+    if loss is not None:
+      loss = guard.checked(loss, "loss")
+    return logits, loss
 
   def decode(self, *args, **kwargs):
     with init_scale_scope(self.init_scale):

@@ -21,6 +21,8 @@ import math
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import guard
+
 # Router exploration policies (Section 2.4, Table 11).  Perturbations apply
 # in training only; evaluation always routes by argmax.
 POLICIES = ("argmax", "input_jitter", "input_dropout", "sample")
@@ -165,15 +167,18 @@ def router_logits(x, experts_dim, variable_dtype, name="router"):
     name: variable scope of the router weights [d_model, experts].
 
   Returns:
-    [groups, group_size, experts], float32.
+    [groups, group_size, experts], float32 (checked finite where
+    `guard.checked` is enabled).
   """
   float32_use = mtf.VariableDType(
       master_dtype=variable_dtype.master_dtype,
       slice_dtype=variable_dtype.slice_dtype,
       activation_dtype=tf.float32)
-  return mtf.layers.dense(
+  logits = mtf.layers.dense(
       mtf.to_float(x), experts_dim, use_bias=False,
       reduced_dims=x.shape.dims[-1:], variable_dtype=float32_use, name=name)
+  return guard.checked(
+      logits, "router logits in %s" % tf.get_variable_scope().name)
 
 
 def _gumbel_noise(like):

@@ -1,6 +1,7 @@
 """End to end through T5's binary flags: train, evaluate, decode, resume."""
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -39,12 +40,17 @@ class _T5Main:
   def wait(self):
     self._process.wait(timeout=900)
 
-  def log(self):
-    """Waits for the run; returns its log (absl logs to stderr)."""
+  def finish(self):
+    """Waits for the run; returns its exit status and its log (absl logs
+    to stderr)."""
     self.wait()
     self._stderr.seek(0)
-    log = self._stderr.read()
-    assert self._process.returncode == 0, log[-5000:]
+    return self._process.returncode, self._stderr.read()
+
+  def log(self):
+    """The log of a run that must succeed."""
+    returncode, log = self.finish()
+    assert returncode == 0, log[-5000:]
     return log
 
 
@@ -168,3 +174,30 @@ def test_distillation_through_the_t5_binary(trained_dir, runs):
   moved = np.linalg.norm(student.get_tensor("student/shared/embedding")
                          - embedding) / np.linalg.norm(embedding)
   assert moved < 0.3
+
+
+def test_a_non_finite_step_stops_the_run_naming_the_layer_before_saving_it(
+    tmp_path):
+  model_dir = str(tmp_path / "model")
+  returncode, log = _T5Main(
+      model_dir, "--gin_param=utils.run.train_steps = 20",
+      "--gin_param=utils.run.save_checkpoints_steps = 1",
+      "--gin_param=utils.run.iterations_per_loop = 1",
+      "--gin_param=utils.run.learning_rate_schedule = 1e4").finish()
+  assert returncode != 0
+  found = re.search(r"non-finite (loss|router logits in \S+|gradient of "
+                    r"\S+) at step\] \[(\d+)\]", log)
+  assert found, log[-5000:]
+  failed_step = int(found.group(2))
+  assert failed_step < 20
+  # Nothing was saved from the failed step, and every weight and slot saved
+  # is finite (the weights are bfloat16, T5's default).
+  latest = tf.train.latest_checkpoint(model_dir)
+  assert int(latest.rsplit("-", 1)[1]) <= failed_step
+  reader = tf.train.load_checkpoint(latest)
+  dtypes = reader.get_variable_to_dtype_map()
+  floats = [name for name, dtype in dtypes.items() if dtype.is_floating]
+  assert any("slot" in name for name in floats)
+  for name in floats:
+    value = reader.get_tensor(name).astype(np.float32)
+    assert np.isfinite(value).all(), name
