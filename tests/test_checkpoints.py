@@ -1,9 +1,12 @@
 """Checkpoints: saved master weights restore on any mesh; fine-tuning
 restores the weights only; a moved dir with a corrupt latest checkpoint
-resumes from the newest intact one."""
+resumes from the newest intact one, also after a kill inside a save."""
 import io
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import gin
 import helpers  # noqa: F401  (graph mode, compat shim)
@@ -189,3 +192,60 @@ def test_a_resumed_run_repeats_an_uninterrupted_one_noise_included(
   assert resumed == losses[3:]
   for got, want in zip(resumed_weights, weights):
     np.testing.assert_array_equal(got, want)
+
+
+_KILLED_INSIDE_THE_THIRD_SAVE = """
+import os, signal, sys
+import gin
+import numpy as np
+from mtf_switch import checkpoints, models, step as step_lib
+from tensorflow.python.checkpoint import checkpoint_management
+
+model_dir = sys.argv[1]
+gin.parse_config_file("models/switch_tiny.gin")
+tokens = np.random.RandomState(0).randint(2, 32, (4, 8)).astype(np.int32)
+step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+update_state = checkpoint_management.update_checkpoint_state_internal
+
+def killed_at_the_third(*args, **kwargs):
+  # The third save's files are written; its state file is not.
+  if kwargs["model_checkpoint_path"].endswith("model.ckpt-3"):
+    os.kill(os.getpid(), signal.SIGKILL)
+  return update_state(*args, **kwargs)
+
+checkpoint_management.update_checkpoint_state_internal = killed_at_the_third
+sess, _ = checkpoints.start_session(step, None)
+with sess:
+  for i in range(3):
+    sess.run(step.train_op, {step.inputs: tokens, step.targets: tokens})
+    np.save(os.path.join(model_dir, "weights-%d.npy" % (i + 1)),
+            sess.run(step.weights[0]))
+    checkpoints.save(sess, step, model_dir)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_inside_a_save_resumes_from_the_last_complete_one(
+    tmp_path):
+  model_dir = tmp_path / "run"
+  model_dir.mkdir()
+  result = subprocess.run(
+      [sys.executable, "-c", _KILLED_INSIDE_THE_THIRD_SAVE, str(model_dir)],
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+  assert list(model_dir.glob("model.ckpt-3.index"))  # killed mid-save
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  tokens = np.random.RandomState(0).randint(2, 32, (4, 8)).astype(np.int32)
+  step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+  sess, restored = checkpoints.start_session(step, str(model_dir),
+                                             out=io.StringIO())
+  with sess:
+    assert restored == str(model_dir / "model.ckpt-2")
+    np.testing.assert_array_equal(sess.run(step.weights[0]),
+                                  np.load(model_dir / "weights-2.npy"))
+    # The run goes on: step 3 again, saved over the partial one.
+    sess.run(step.train_op, {step.inputs: tokens, step.targets: tokens})
+    assert checkpoints.save(sess, step, str(model_dir)).endswith(
+        "model.ckpt-3")
+  assert checkpoints.latest(str(model_dir)) == str(model_dir / "model.ckpt-3")
