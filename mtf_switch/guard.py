@@ -1,4 +1,5 @@
-"""A training step that fails at the first non-finite loss or router logit.
+"""A training step that fails at the first non-finite loss, router logit or
+gradient, before its update (T5's binary).
 
 The main job and the studies watch the loss and the routing metrics after
 each step (`loop.StopOnNonFinite`).  T5's binary trains inside an

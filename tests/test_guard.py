@@ -57,3 +57,12 @@ def test_disabled_builds_nothing():
   values = np.full((2, 4), np.inf, np.float32)
   np.testing.assert_array_equal(_checked_and_gradient(values, False)["y"],
                                 values)
+
+
+def test_checked_adafactor_takes_adafactors_gin_bindings():
+  gin.clear_config()
+  gin.parse_config("optimize.AdafactorOptimizer.decay_rate = 0.5\n"
+                   "mtf_switch.CheckedAdafactorOptimizer.beta1 = 0.3")
+  optimizer = guard.CheckedAdafactorOptimizer()
+  assert isinstance(optimizer, mtf.optimize.AdafactorOptimizer)
+  assert (optimizer._decay_rate, optimizer._beta1) == (0.5, 0.3)
