@@ -4,6 +4,7 @@ Many T5 users drive models from Python or a notebook, not the binary:
 
   import mtf_switch.tasks
   from mtf_switch import t5_model
+  tf.disable_eager_execution()
   gin.parse_config_file("models/switch_tiny.gin")
   model = t5_model.MtfModel("runs/api", mesh_shape="batch:1,experts:2",
                             batch_size=8, sequence_length={"inputs": 32,
