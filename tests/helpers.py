@@ -1,4 +1,6 @@
 """Shared test utilities: build mtf graphs, lower them on a CPU mesh, run."""
+import glob
+import os
 import types
 
 import mtf_switch  # noqa: F401  (compat shim before mesh_tensorflow)
@@ -281,3 +283,13 @@ def mtf_logits(model, model_dir, inputs, targets,
       saver.restore(sess, tf.train.latest_checkpoint(model_dir))
       sess.run(lowering.copy_masters_to_slices())
       return sess.run(tf_logits)
+
+
+def summary_scalars(event_dir):
+  """{tag: last value} of the TensorBoard event files in event_dir."""
+  scalars = {}
+  for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+    for event in tf.train.summary_iterator(path):
+      for value in event.summary.value:
+        scalars[value.tag] = value.simple_value
+  return scalars

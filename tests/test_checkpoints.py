@@ -110,11 +110,17 @@ def test_restore_weights_starts_a_new_run_from_another_runs_weights(tmp_path):
     checkpoints.resolve(str(tmp_path / "empty"))
 
 
-def test_a_moved_dir_with_a_corrupt_latest_checkpoint_falls_back(tmp_path):
+def _tiny_switch_step():
+  """The training step of a tiny Switch model, and a batch for it."""
   gin.clear_config()
   gin.parse_config_file("models/switch_tiny.gin")
   tokens = np.random.RandomState(0).randint(2, 32, (4, 8)).astype(np.int32)
-  step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+  return (step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8),
+          tokens)
+
+
+def test_a_moved_dir_with_a_corrupt_latest_checkpoint_falls_back(tmp_path):
+  step, tokens = _tiny_switch_step()
   original = tmp_path / "run"
   sess, _ = checkpoints.start_session(step, None)
   with sess:
@@ -234,10 +240,7 @@ def test_a_run_killed_inside_a_save_resumes_from_the_last_complete_one(
       capture_output=True, text=True, timeout=600)
   assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
   assert list(model_dir.glob("model.ckpt-3.index"))  # killed mid-save
-  gin.clear_config()
-  gin.parse_config_file("models/switch_tiny.gin")
-  tokens = np.random.RandomState(0).randint(2, 32, (4, 8)).astype(np.int32)
-  step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+  step, tokens = _tiny_switch_step()
   sess, restored = checkpoints.start_session(step, str(model_dir),
                                              out=io.StringIO())
   with sess:

@@ -1,8 +1,8 @@
 """T5's Python API on a CPU mesh: mtf_switch.t5_model.MtfModel."""
-import glob
 import os
 
 import gin
+import helpers
 import pytest
 import seqio
 import tensorflow.compat.v1 as tf
@@ -25,15 +25,6 @@ def _model(model_dir):
 
 def _vocabulary():
   return seqio.get_mixture_or_task(TASK).output_features["targets"].vocabulary
-
-
-def _scalars(event_dir):
-  tags = {}
-  for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
-    for event in tf.train.summary_iterator(path):
-      for value in event.summary.value:
-        tags[value.tag] = value.simple_value
-  return tags
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,8 @@ def test_train_then_eval_writes_the_tasks_metric(trained):
     targets = f.read().splitlines()
   with open(predictions) as f:
     assert len(f.read().splitlines()) == len(targets) > 0
-  accuracy = _scalars(eval_dir)["eval/%s/sequence_accuracy" % TASK]
+  scalars = helpers.summary_scalars(eval_dir)
+  accuracy = scalars["eval/%s/sequence_accuracy" % TASK]
   assert 0.0 <= accuracy <= 100.0
 
 

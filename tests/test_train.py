@@ -6,7 +6,7 @@ import sys
 import tempfile
 import time
 
-import helpers  # noqa: F401  (graph mode, compat shim)
+import helpers  # graph mode, compat shim; event files
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -96,10 +96,7 @@ def test_main_job_trains_checkpoints_and_resumes_after_a_kill(
   assert logged[:4] == [10, 20, 30, 40]
   assert killed.count("SwitchFeedForward: dropped") == 2 * len(logged)
   (before,) = _perplexities(killed)  # killed before its final evaluation
-  events = [f for f in os.listdir(model_dir) if "tfevents" in f]
-  tags = {v.tag for f in events
-          for e in tf.train.summary_iterator(os.path.join(model_dir, f))
-          for v in e.summary.value}
+  tags = helpers.summary_scalars(model_dir)
   assert any(t.endswith("SwitchFeedForward/dropped_fraction") for t in tags)
   with open(os.path.join(model_dir, "operative_config.gin")) as f:
     operative = f.read()
