@@ -4,8 +4,38 @@ The top-level `gin/` and `tasks/` folders are installed as the subpackages
 `mtf_switch.gin_configs` and `mtf_switch.tasks`, so that a T5 user writes
 `--module_import=mtf_switch.tasks` and `--gin_file=models/switch_tiny.gin`.
 The pinned stack is in requirements.txt and constraints.txt (see README).
+
+`_mtf_switch_import_hook` and the `mtf_switch_import_hook.pth` that runs it
+at start-up make mesh-tensorflow importable in any import order (see that
+module); the .pth file goes into site-packages with a wheel and with an
+editable install alike, and is uninstalled with the package.
 """
+import os
+
 import setuptools
+from setuptools.command import build_py
+
+HOOK_PTH = "mtf_switch_import_hook.pth"
+HOOK_PTH_LINE = ("import _mtf_switch_import_hook; "
+                 "_mtf_switch_import_hook.install()\n")
+
+
+class BuildPyWithHook(build_py.build_py):
+  """build_py that also writes the hook's .pth file to the top of what
+  becomes site-packages: build_lib for a wheel; for an editable install
+  (setuptools' `editable_mode`), the editable wheel's own directory, since
+  only that is installed."""
+
+  def run(self):
+    super().run()
+    if self.editable_mode:
+      target = self.get_finalized_command("install").install_lib
+    else:
+      target = self.build_lib
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, HOOK_PTH), "w") as f:
+      f.write(HOOK_PTH_LINE)
+
 
 setuptools.setup(
     name="mtf-switch",
@@ -14,6 +44,8 @@ setuptools.setup(
                 "Mesh-TensorFlow and T5",
     python_requires=">=3.11,<3.12",
     packages=["mtf_switch", "mtf_switch.gin_configs", "mtf_switch.tasks"],
+    py_modules=["_mtf_switch_import_hook"],
+    cmdclass={"build_py": BuildPyWithHook},
     package_dir={
         "mtf_switch": "mtf_switch",
         "mtf_switch.gin_configs": "gin",

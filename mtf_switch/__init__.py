@@ -1,12 +1,12 @@
 """Switch Transformer (Fedus, Zoph and Shazeer, JMLR 2022) for Mesh-TensorFlow.
 
 Importing this package makes mesh-tensorflow importable on the pinned
-TensorFlow, registers the gin configurables of mtf_switch and adds the
+TensorFlow (and its decodes text off TPU: `mtf_switch.compat`), registers the gin configurables of mtf_switch and adds the
 package's gin folder to gin's search path, so that `models/switch_tiny.gin`
 is found by name, and keeps a correct run's logs free of lines that read
 like failures (`mtf_switch.quiet`).
 """
-from mtf_switch import compat  # noqa: F401  (must precede mesh_tensorflow)
+from mtf_switch import compat  # must precede mesh_tensorflow
 
 import os
 
@@ -17,6 +17,8 @@ from mtf_switch import layers  # noqa: F401
 from mtf_switch import models  # noqa: F401
 from mtf_switch import quiet
 from mtf_switch import routers  # noqa: F401
+
+compat.decode_to_text()
 
 
 def _gin_dir():

@@ -1,25 +1,59 @@
-"""Makes mesh-tensorflow 0.1.21 importable on TensorFlow 2.15.
+"""Makes mesh-tensorflow 0.1.21 work on TensorFlow 2.15 and Python 3.
 
 mesh_tensorflow/tpu_variables.py calls
 `tensorflow.python.framework.ops.register_tensor_conversion_function`, which
-TensorFlow 2.13 moved to `tensor_conversion_registry`.  Restoring the old
-name must happen before mesh_tensorflow is first imported, so
-`mtf_switch/__init__.py` imports this module before anything else.  It is
-also where TensorFlow is first imported, without the CUDA plugins' E lines
-on machines with no GPU (`mtf_switch.quiet`).
+TensorFlow 2.13 moved to `tensor_conversion_registry`.  The installed import
+hook (`_mtf_switch_import_hook`, run at start-up by a .pth file) restores
+the name at mesh_tensorflow's first import, whatever imports it; `apply`
+does the same when mtf_switch is imported, for an interpreter that skipped
+the hook (`python -S`, or the source tree on PYTHONPATH without an
+install).  This module is where mtf_switch first imports TensorFlow,
+without the CUDA plugins' E lines on machines with no GPU
+(`mtf_switch.quiet`), so `mtf_switch/__init__.py` imports it first.
+
+`decode_to_text` mends mesh-tensorflow's decoding off TPU on Python 3 (the
+T5 binary's `infer.gin` and `MtfModel.predict`): there the graph already
+turns the decoded ids into text (`decode_tf`), `utils.decode` passes those
+bytes through, and `write_lines_to_file` writes their repr, each line
+`b'...'`.
 """
+import functools
+
+import _mtf_switch_import_hook
+
 from mtf_switch import quiet
 
 with quiet.native_lines_dropped(quiet.CUDA_PROBE_LINES):
-  from tensorflow.python.framework import ops  # the first TensorFlow import
-from tensorflow.python.framework import tensor_conversion_registry
+  # mtf_switch's first TensorFlow import.
+  from tensorflow.python.framework import ops  # noqa: F401
 
 
 def apply():
   """Restores `ops.register_tensor_conversion_function` if it is missing."""
-  if not hasattr(ops, "register_tensor_conversion_function"):
-    ops.register_tensor_conversion_function = (
-        tensor_conversion_registry.register_tensor_conversion_function)
+  _mtf_switch_import_hook.restore_register_tensor_conversion_function()
+
+
+def _as_text(value):
+  return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def decode_to_text():
+  """Makes `mesh_tensorflow.transformer.utils.decode` yield str, not bytes.
+
+  Idempotent; imports mesh_tensorflow, so call it after `apply`.
+  """
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  if getattr(utils.decode, "yields_text", False):
+    return
+  decode = utils.decode
+
+  @functools.wraps(decode)
+  def decode_text(*args, **kwargs):
+    for value in decode(*args, **kwargs):
+      yield _as_text(value)
+
+  decode_text.yields_text = True
+  utils.decode = decode_text
 
 
 apply()
