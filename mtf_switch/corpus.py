@@ -170,10 +170,12 @@ def build(out_dir, documents=None, hash_order=False, extra_manifest=None):
   splits, counts = collect(iter_documents() if documents is None
                            else documents, hash_order)
   os.makedirs(out_dir, exist_ok=True)
+  # Each file goes to a temporary name of this process's first: a killed
+  # build leaves no corpus that looks complete, and two processes building
+  # the same corpus at once (test workers) each write whole files.
+  suffix = ".tmp%d" % os.getpid()
   for split, texts in splits.items():
-    # Write to a temporary name first: a killed build leaves no corpus that
-    # looks complete.
-    tmp = os.path.join(out_dir, split + ".tfrecord.tmp")
+    tmp = os.path.join(out_dir, split + ".tfrecord" + suffix)
     with tf.io.TFRecordWriter(tmp) as writer:
       for text in texts:
         example = tf.train.Example(features=tf.train.Features(feature={
@@ -187,8 +189,10 @@ def build(out_dir, documents=None, hash_order=False, extra_manifest=None):
                   bytes={split: sum(len(t.encode("utf-8")) for t in texts)
                          for split, texts in splits.items()},
                   **(extra_manifest or {}))
-  with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+  path = os.path.join(out_dir, "manifest.json")
+  with open(path + suffix, "w") as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
+  os.replace(path + suffix, path)
   return manifest
 
 
