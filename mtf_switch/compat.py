@@ -42,7 +42,8 @@ def decode_to_text():
 
   Idempotent; imports mesh_tensorflow, so call it after `apply`.
   """
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils
   if getattr(utils.decode, "yields_text", False):
     return
   decode = utils.decode
