@@ -1,10 +1,10 @@
 """Switch Transformer (Fedus, Zoph and Shazeer, JMLR 2022) for Mesh-TensorFlow.
 
 Importing this package makes mesh-tensorflow work on the pinned
-TensorFlow (importable, and its decodes text off TPU: `mtf_switch.compat`),
-registers the gin configurables of mtf_switch and adds the package's gin
-folder to gin's search path, so that `models/switch_tiny.gin` is found by
-name, and keeps a correct run's logs free of lines that read like failures
+TensorFlow (importable, and its decodes text off TPU, one line each:
+`mtf_switch.compat`), registers the gin configurables of mtf_switch and
+adds the package's gin folder to gin's search path, so that
+`models/switch_tiny.gin` is found by name, and keeps a correct run's logs free of lines that read like failures
 (`mtf_switch.quiet`).
 """
 from mtf_switch import compat  # first: imports TensorFlow quietly
@@ -20,6 +20,7 @@ from mtf_switch import quiet
 from mtf_switch import routers  # noqa: F401
 
 compat.decode_to_text()
+compat.one_line_each()
 
 
 def _gin_dir():

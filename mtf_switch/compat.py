@@ -16,8 +16,15 @@ T5 binary's `infer.gin` and `MtfModel.predict`): there the graph already
 turns the decoded ids into text (`decode_tf`), `utils.decode` passes those
 bytes through, and `write_lines_to_file` writes their repr, each line
 `b'...'`.
+
+`one_line_each` keeps those files one line per item once decodes are text:
+mesh-tensorflow's `write_lines_to_file` replaces "\n" with a space, but a
+decode of a barely trained model may hold "\r" or another character at
+which readers break lines (Python's universal newlines, `str.splitlines`),
+and then a predictions file no longer lines up with its inputs.
 """
 import functools
+import re
 
 import _mtf_switch_import_hook
 
@@ -35,6 +42,10 @@ def apply():
 
 def _as_text(value):
   return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+# Where `str.splitlines` breaks a line; open() in text mode reads "\r" as one.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def decode_to_text():
@@ -55,6 +66,27 @@ def decode_to_text():
 
   decode_text.yields_text = True
   utils.decode = decode_text
+
+
+def one_line_each():
+  """Makes `mesh_tensorflow.transformer.utils.write_lines_to_file` write
+  each item on one line, every line break inside it a space.
+
+  Idempotent; imports mesh_tensorflow, so call it after `apply`.
+  """
+  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils
+  if getattr(utils.write_lines_to_file, "one_line_each", False):
+    return
+  write_lines_to_file = utils.write_lines_to_file
+
+  @functools.wraps(write_lines_to_file)
+  def write_one_line_each(lines, filename):
+    write_lines_to_file(
+        [_LINE_BREAKS.sub(" ", str(line)) for line in lines], filename)
+
+  write_one_line_each.one_line_each = True
+  utils.write_lines_to_file = write_one_line_each
 
 
 apply()
