@@ -22,6 +22,15 @@ The mtf_switch drop-in for T5's binary turns both on
 (`mtf_switch.checked.enabled = True` and `utils.run.optimizer =
 @mtf_switch.CheckedAdafactorOptimizer`); elsewhere the forward checks are
 off and build nothing.
+
+Instead of stopping, a run can skip such a step, as large-scale trainers
+do: `SkipNonFiniteAdafactorOptimizer` applies no update (weights and
+optimizer slots keep their values) when the gradients are not all finite,
+and exports `nonfinite_step_skipped` (1 on a skipped step) as a scalar
+summary.  The step still counts and its batch
+is spent.  Opt-in, in the main job: `--skip_nonfinite_steps N`, which also
+stops the run after more than N skipped steps in a row
+(`loop.StopOnNonFinite`).
 """
 import gin
 import mesh_tensorflow as mtf
@@ -75,3 +84,53 @@ class CheckedAdafactorOptimizer(mtf.optimize.AdafactorOptimizer):
       grad = checked(grad, "gradient of %s" % var.name, squared=True,
                      enabled=True)
     return super().apply_grad(grad, var)
+
+
+@gin.configurable(module="mtf_switch")
+class SkipNonFiniteAdafactorOptimizer(mtf.optimize.AdafactorOptimizer):
+  """mesh-tensorflow's Adafactor (its gin bindings apply) that leaves every
+  weight and slot as it was when the step's gradients are not all finite
+  (or their squares overflow): the step is skipped, not failed.
+
+  Each update is a select between the new and the old value, not a
+  product with a 0/1 mask: NaN times 0 is NaN.
+  """
+
+  def apply_grads(self, grads, variables):
+    finite = mtf.slicewise(tf.math.is_finite, [global_norm(grads)],
+                           output_shape=[], output_dtype=tf.bool,
+                           splittable_dims=[], name="gradients_finite")
+    mtf.scalar_summary("nonfinite_step_skipped", mtf.cast(
+        mtf.logical_not(finite), tf.float32))
+    return [_only_if(finite, op)
+            for op in super().apply_grads(grads, variables)]
+
+
+def global_norm(grads):
+  """The float32 norm of all the gradients together (None ones left out):
+  not finite when any gradient is not, or when their squares overflow."""
+  return mtf.sqrt(mtf.add_n(
+      [mtf.reduce_sum(mtf.square(mtf.cast(g, tf.float32)))
+       for g in grads if g is not None]))
+
+
+def _only_if(condition, assign):
+  """An mtf.Assign like `assign` that changes nothing unless `condition`
+  (a scalar bool mtf.Tensor): a plain assignment keeps the old value, an
+  assign_add or assign_sub adds 0."""
+  keep_old = assign.assign_fn is mtf.assign_slice
+  values = []
+  for var, value in zip(assign.variables, assign.inputs):
+    otherwise = (mtf.cast(var.outputs[0], value.dtype) if keep_old
+                 else mtf.zeros_like(value))
+    values.append(_select(condition, value, otherwise))
+  return mtf.Assign(assign.variables, values, assign_fn=assign.assign_fn,
+                    name=assign.name + "_if_finite")
+
+
+def _select(condition, x, y):
+  """x where the scalar `condition` holds, else y (same shape as x)."""
+  return mtf.slicewise(
+      lambda c, a, b: tf.where(c, a, b), [condition, x, y],
+      output_shape=x.shape, output_dtype=x.dtype,
+      splittable_dims=x.shape.dims, name="select")

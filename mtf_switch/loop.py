@@ -42,32 +42,64 @@ class Action:
 
 
 class StopOnNonFinite(Action):
-  """Stops training at the first step whose loss or routing metrics (the
-  router's logits feed them) are not finite, before any later action of
-  that step.  Put it first in the actions.  (An update can also break the
-  weights after a finite loss: `checkpoints.save` refuses to write those.)
+  """Stops training at the first step whose loss, gradient norm or routing
+  metrics (the router's logits feed them) are not finite, before any later
+  action of that step.  Put it first in the actions.  (An update can also
+  break the weights after a finite loss: `checkpoints.save` refuses to
+  write those.)
+
+  With guard.SkipNonFiniteAdafactorOptimizer, a step whose gradients were
+  not finite changed nothing: it is reported, and training stops only
+  after more than `max_skips_in_a_row` such steps in a row.  The run's
+  count of skipped steps goes into each step's scalars as `skipped_steps`,
+  for the summaries written after it.
 
   Raises:
-    checkpoints.NonFiniteError: naming the step and the first bad metric.
+    checkpoints.NonFiniteError: naming the step and the first bad value.
   """
 
-  def __init__(self, steps, model_dir=None):
+  def __init__(self, steps, model_dir=None, max_skips_in_a_row=0,
+               out=sys.stdout):
     super().__init__(1, steps)
     self.model_dir = model_dir
+    self.max_skips_in_a_row = max_skips_in_a_row
+    self.out = out
+    self.skipped = 0
+    self.skips_in_a_row = 0
 
   def act(self, sess, step, values):
+    scalars = values["scalars"]
+    if "nonfinite_step_skipped" in scalars:  # the optimizer skips
+      skipped = scalars["nonfinite_step_skipped"] > 0.0
+      self.skipped += int(skipped)
+      self.skips_in_a_row = self.skips_in_a_row + 1 if skipped else 0
+      scalars["skipped_steps"] = self.skipped
+      if skipped:
+        self._report_skip(step)
+        return
     bad = [name for name, value in sorted(values["metrics"].items())
            if not np.all(np.isfinite(value))]
+    gradient_norm = scalars.get("gradient_norm", 0.0)
+    if not np.isfinite(gradient_norm):
+      bad.insert(0, "gradient norm %s" % gradient_norm)
     if np.isfinite(values["loss"]) and not bad:
       return
-    last_good = checkpoints.latest(self.model_dir)
+    self._stop(step, "loss %s%s" % (
+        values["loss"],
+        "; first non-finite: %s" % bad[0] if bad else ""))
+
+  def _report_skip(self, step):
+    print("step %d skipped: non-finite gradients, weights unchanged (%d "
+          "skipped in this run)" % (step, self.skipped), file=self.out)
+    if self.skips_in_a_row > self.max_skips_in_a_row:
+      self._stop(step, "%d steps in a row skipped" % self.skips_in_a_row)
+
+  def _stop(self, step, why):
     raise checkpoints.NonFiniteError(
-        "step %d: loss %s%s; stopped without saving this state (last "
-        "checkpoint: %s). A smaller learning rate, or the router in float32 "
-        "(the default), usually helps." % (
-            step, values["loss"],
-            "; first non-finite routing metric: %s" % bad[0] if bad else "",
-            last_good or "none"))
+        "step %d: %s; stopped without saving this state (last checkpoint: "
+        "%s). A smaller learning rate, or the router in float32 (the "
+        "default), usually helps." % (
+            step, why, checkpoints.latest(self.model_dir) or "none"))
 
 
 class ConsoleReport(Action):
@@ -165,7 +197,7 @@ def log_likelihood(sess, step_graph, batches, max_batches=None):
 def train_task(model, model_dir, task_name, steps, batch_size, input_length,
                target_length, mesh_shape="", layout="",
                make_optimizer=None, log_every=10, save_every=100,
-               init_checkpoint=None, out=sys.stdout):
+               init_checkpoint=None, max_skips_in_a_row=0, out=sys.stdout):
   """Trains `model` on a seqio task to `steps` total steps, resuming from
   the latest checkpoint in model_dir, with console reports, TensorBoard
   summaries and checkpoints.
@@ -176,6 +208,9 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
       an `init_assignment(step_graph, checkpoint)` method, such as
       `distillation.Distillation`, says which weights); ignored when
       model_dir already has a checkpoint (the run resumes).
+    max_skips_in_a_row: with an optimizer that skips non-finite steps
+      (guard.SkipNonFiniteAdafactorOptimizer), how many may come in a row
+      before training stops (StopOnNonFinite).
     (the others: as their names say; steps counts from the run's start.)
 
   Returns:
@@ -213,7 +248,7 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
                                 target_length, skip_batches=first_step)
     tokens_per_step = batch_size * (input_length + target_length)
     actions = [
-        StopOnNonFinite(steps, model_dir),
+        StopOnNonFinite(steps, model_dir, max_skips_in_a_row, out),
         ConsoleReport(log_every, steps, tokens_per_step, first_step, out),
         WriteSummaries(log_every, steps, model_dir),
         SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]

@@ -9,6 +9,7 @@ import collections
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import guard
 from mtf_switch import layers
 from mtf_switch import mesh as mesh_lib
 
@@ -26,8 +27,10 @@ Attributes:
   train_op: applies one optimizer step and increments global_step (None in
     evaluation).
   metrics: dict from name to tf.Tensor of the Switch layers' routing metrics.
-  scalars: dict from TensorBoard tag to tf.Tensor: the loss and the scalars
-    the model exported with mtf.scalar_summary (routing metrics among them).
+  scalars: dict from TensorBoard tag to tf.Tensor: the loss, in training
+    the gradients' global norm (`gradient_norm`), and the scalars the model
+    and optimizer exported with mtf.scalar_summary (routing metrics among
+    them; `nonfinite_step_skipped` from guard.SkipNonFiniteAdafactorOptimizer).
   token_log_likelihood: float32, summed log p(target token) over the batch's
     real target tokens.
   num_tokens: float32, the number of real target tokens.
@@ -116,6 +119,7 @@ def build_step_graph(model, batch_size, input_length, target_length,
       optimizer = (make_optimizer() if make_optimizer else
                    mtf.optimize.AdafactorOptimizer(learning_rate=1e-2))
       variables, grads = gradients(loss)
+      mtf.scalar_summary("gradient_norm", guard.global_norm(grads))
       update_ops = optimizer.apply_grads(grads, variables)
     metrics = layers.routing_metrics(mtf_graph)
 

@@ -27,6 +27,7 @@ from mtf_switch import data
 from mtf_switch import decode
 from mtf_switch import distillation
 from mtf_switch import gin_flags
+from mtf_switch import guard
 from mtf_switch import loop
 from mtf_switch import models
 
@@ -59,6 +60,12 @@ def main(argv=None):
   parser.add_argument("--distill_fraction", type=float, default=0.25,
                       help="weight of the teacher's probabilities in the "
                            "loss (the paper: 0.25)")
+  parser.add_argument("--skip_nonfinite_steps", type=int, default=0,
+                      metavar="N",
+                      help="skip a step whose gradients are not finite "
+                           "(no update; counted in the log and TensorBoard) "
+                           "instead of stopping, up to N in a row; 0 stops "
+                           "at the first")
   parser.add_argument("--metrics", action="store_true",
                       help="at the end, decode the validation split and "
                            "print the task's metrics")
@@ -68,6 +75,10 @@ def main(argv=None):
   if args.init_checkpoint and args.distill_from:
     parser.error("give --init_checkpoint (fine-tuning) or --distill_from "
                  "(distillation), not both")
+  if args.skip_nonfinite_steps < 0:
+    parser.error("--skip_nonfinite_steps=%d: give 0 (stop at the first "
+                 "non-finite step) or a positive number of steps"
+                 % args.skip_nonfinite_steps)
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(args.task)
   gin_files = gin_flags.parse(args)
@@ -94,10 +105,13 @@ def main(argv=None):
   try:
     loop.train_task(
         model, args.model_dir, steps=args.steps,
-        make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
-                                         learning_rate=args.learning_rate),
+        make_optimizer=functools.partial(
+            guard.SkipNonFiniteAdafactorOptimizer if args.skip_nonfinite_steps
+            else mtf.optimize.AdafactorOptimizer,
+            learning_rate=args.learning_rate),
         log_every=args.log_every, save_every=args.save_every,
-        init_checkpoint=init_checkpoint, **run)
+        init_checkpoint=init_checkpoint,
+        max_skips_in_a_row=args.skip_nonfinite_steps, **run)
   except checkpoints.NonFiniteError as e:
     sys.exit("training stopped: %s" % e)
   print("validation neg. log perplexity after %d steps: %.4f"

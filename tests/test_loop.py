@@ -1,5 +1,6 @@
 """The training loop: steps to a total, actions when due, resumption."""
 import functools
+import io
 import itertools
 
 import gin
@@ -10,6 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import checkpoints
+from mtf_switch import guard
 from mtf_switch import loop
 from mtf_switch import models
 from mtf_switch import step as step_lib
@@ -94,3 +96,88 @@ def test_a_diverging_run_stops_before_saving_a_non_finite_state(tmp_path):
     reader = tf.train.load_checkpoint(path)
     for name in reader.get_variable_to_shape_map():
       assert np.all(np.isfinite(reader.get_tensor(name))), (path, name)
+
+
+def _diverging_step_graph(optimizer_class):
+  """The tiny Switch model's step at learning rate 1e4, and its batches."""
+  gin.parse_config_file("models/switch_tiny.gin")
+  step = step_lib.build_step_graph(
+      models.make_bitransformer(32), 4, 8, 8,
+      make_optimizer=functools.partial(optimizer_class, learning_rate=1e4))
+  tokens = helpers.random_tokens(np.random.RandomState(0), 4, 8, 32)
+  return step, itertools.repeat({"inputs": tokens, "targets": tokens})
+
+
+class _Weights(loop.Action):
+  """Records the weights after every step."""
+
+  def __init__(self, step_graph):
+    super().__init__(1, None)
+    self.step_graph = step_graph
+    self.after = {}
+
+  def act(self, sess, step, values):
+    sess.run(self.step_graph.save_ops)
+    self.after[step] = sess.run(self.step_graph.weights)
+
+
+def test_a_run_that_skips_non_finite_steps_counts_them_then_stops(tmp_path):
+  step, batches = _diverging_step_graph(
+      guard.SkipNonFiniteAdafactorOptimizer)
+  model_dir = str(tmp_path)
+  out = io.StringIO()
+  weights = _Weights(step)
+  sess, _ = checkpoints.start_session(step, None)
+  with sess, pytest.raises(checkpoints.NonFiniteError,
+                           match=r"step \d+: 4 steps in a row skipped; "
+                                 r"stopped without saving"):
+    loop.train(sess, step, batches, 200, [
+        weights,
+        loop.StopOnNonFinite(200, model_dir, max_skips_in_a_row=3, out=out),
+        loop.WriteSummaries(1, 200, model_dir)])
+  lines = out.getvalue().splitlines()
+  assert [line.split("(")[1] for line in lines] == [
+      "%d skipped in this run)" % n for n in (1, 2, 3, 4)]
+  first_skip = int(lines[0].split()[1])
+  assert [int(line.split()[1]) for line in lines] == list(
+      range(first_skip, first_skip + 4))
+  # The skipped steps changed nothing, and what they kept is finite.
+  before = weights.after[first_skip - 1]
+  assert all(np.all(np.isfinite(w)) for w in before)
+  for skipped in range(first_skip, first_skip + 4):
+    for kept, was in zip(weights.after[skipped], before):
+      np.testing.assert_array_equal(kept, was)
+  scalars = helpers.summary_scalars(model_dir)
+  assert scalars["skipped_steps"] == 3  # the 4th stopped before summaries
+  assert scalars["nonfinite_step_skipped"] == 1
+
+
+def _values(loss=1.0, metric=0.5, **scalars):
+  return {"loss": loss, "metrics": {"encoder/aux_loss": metric},
+          "scalars": scalars}
+
+
+@pytest.mark.parametrize("values,named", [
+    (_values(loss=np.nan), "loss nan"),
+    (_values(gradient_norm=np.inf), "gradient norm inf"),
+    (_values(metric=np.nan), "encoder/aux_loss"),
+])
+def test_the_guard_names_the_first_non_finite_value(values, named):
+  guard_action = loop.StopOnNonFinite(10)
+  guard_action(None, 1, _values(gradient_norm=3.0))
+  with pytest.raises(checkpoints.NonFiniteError, match="step 2: .*" + named):
+    guard_action(None, 2, values)
+
+
+def test_the_guard_allows_skips_in_a_row_up_to_its_limit():
+  guard_action = loop.StopOnNonFinite(10, max_skips_in_a_row=2,
+                                      out=io.StringIO())
+  skip, take = 1.0, 0.0
+  for step, skipped in enumerate([skip, skip, take, skip, skip], 1):
+    values = _values(nonfinite_step_skipped=skipped)
+    guard_action(None, step, values)
+    assert values["scalars"]["skipped_steps"] == guard_action.skipped
+  assert guard_action.skipped == 4
+  with pytest.raises(checkpoints.NonFiniteError,
+                     match="step 6: 3 steps in a row skipped"):
+    guard_action(None, 6, _values(nonfinite_step_skipped=skip))

@@ -158,3 +158,23 @@ def test_main_job_fine_tunes_and_distills_from_a_checkpoint(
   metrics = out.split("validation metrics after 10 steps: ")[1]
   assert "examples 16" in metrics and "rouge1 " in metrics
   assert tf.train.latest_checkpoint(finetuned).endswith("model.ckpt-10")
+
+
+def test_main_job_refuses_a_negative_number_of_skips(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    train.main(["--skip_nonfinite_steps", "-1"])
+  assert exit_info.value.code == 2
+  assert "--skip_nonfinite_steps=-1: give 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_main_job_skips_non_finite_steps_then_stops_non_zero(tmp_path):
+  process = _main_job(str(tmp_path / "run"), "--steps", "50",
+                      "--learning_rate", "1e4", "--skip_nonfinite_steps", "2")
+  out, err = process.communicate(timeout=900)
+  assert process.returncode != 0
+  skipped = [line for line in out.splitlines() if " skipped: " in line]
+  assert [line.split("(")[1] for line in skipped] == [
+      "1 skipped in this run)", "2 skipped in this run)",
+      "3 skipped in this run)"]
+  assert "3 steps in a row skipped; stopped without saving" in err
