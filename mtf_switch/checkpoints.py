@@ -13,6 +13,8 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import mesh as mesh_lib
+
 
 def latest(model_dir):
   """The newest checkpoint path in model_dir, or None."""
@@ -39,7 +41,8 @@ def start_session(step_graph, model_dir, out=sys.stderr):
   Raises:
     ValueError: naming them, if model_dir has checkpoints and none reads.
   """
-  sess = tf.Session(graph=step_graph.graph)
+  sess = tf.Session(graph=step_graph.graph,
+                    config=mesh_lib.session_config(step_graph.graph))
   candidates = _newest_first(model_dir)
   if not candidates:
     for op in step_graph.init_ops:

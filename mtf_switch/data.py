@@ -7,7 +7,6 @@ import os
 import numpy as np
 import seqio
 import tensorflow.compat.v1 as tf
-import tensorflow_datasets as tfds
 
 from mtf_switch import tasks
 
@@ -43,16 +42,44 @@ def task_batches(task_name, split, batch_size, input_length, target_length,
   lengths = {"targets": target_length}
   if not lm:
     lengths["inputs"] = input_length
-  dataset = task.get_dataset(
-      lengths, split=split, shuffle=repeat if shuffle is None else shuffle,
-      seed=seed, use_cached=False, try_in_mem_cache=False,
-      num_epochs=None if repeat else 1,
-      shuffle_buffer_size=shuffle_buffer_size)
-  dataset = seqio.utils.trim_and_pad_dataset(
-      dataset.map(lambda ex: {k: ex[k] for k in lengths}), lengths)
-  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-  batches = tfds.as_numpy(dataset.skip(skip_batches))
-  return map(_with_shifted_inputs, batches) if lm else iter(batches)
+  # A graph and session of their own, whatever graph is the default: a
+  # session places its whole graph, and a step graph on a multi-device mesh
+  # names devices that a data session does not have.  The default graph's
+  # seed carries over: with the shuffle's op seed it sets the order (so a
+  # run's seed sets its data order, as when the data shared its graph).
+  graph_seed = tf.get_default_graph().seed
+  with tf.Graph().as_default():
+    if graph_seed is not None:
+      tf.set_random_seed(graph_seed)
+    dataset = task.get_dataset(
+        lengths, split=split, shuffle=repeat if shuffle is None else shuffle,
+        seed=seed, use_cached=False, try_in_mem_cache=False,
+        num_epochs=None if repeat else 1,
+        shuffle_buffer_size=shuffle_buffer_size)
+    dataset = seqio.utils.trim_and_pad_dataset(
+        dataset.map(lambda ex: {k: ex[k] for k in lengths}), lengths)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    batches = _numpy_elements(dataset.skip(skip_batches))
+  return map(_with_shifted_inputs, batches) if lm else batches
+
+
+def _numpy_elements(dataset):
+  """The elements of `dataset` (built in the default graph) as numpy, read
+  by a session of that graph; unlike tfds.as_numpy's generator, this one
+  does not hold its graph as the default between elements."""
+  element = tf.data.make_one_shot_iterator(dataset).get_next()
+  sess = tf.Session()
+  sess.run(tf.tables_initializer())
+
+  def elements():
+    try:
+      while True:
+        yield sess.run(element)
+    except tf.errors.OutOfRangeError:
+      return
+    finally:
+      sess.close()
+  return elements()
 
 
 def _with_shifted_inputs(batch):

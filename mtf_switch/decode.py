@@ -33,14 +33,14 @@ Attributes:
 
 
 def build_decode_graph(model, batch_size, input_length, max_decode_length,
-                       mesh_shape="", layout=""):
+                       mesh_shape="", layout="", mesh_devices=None):
   """Builds and lowers greedy decoding of an encoder-decoder model.
 
   Args:
     model: a transformer.Bitransformer.
     batch_size, input_length: ints, the shape of the inputs.
     max_decode_length: int, the longest output.
-    mesh_shape, layout: as the step graph's.
+    mesh_shape, layout, mesh_devices: as the step graph's.
 
   Returns:
     DecodeGraph.
@@ -62,7 +62,8 @@ def build_decode_graph(model, batch_size, input_length, max_decode_length,
                        mtf.Dimension("length", input_length)])
     outputs = model.decode(mtf_inputs, temperature=0.0,
                            max_decode_length=max_decode_length)
-    lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout)
+    lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout,
+                              devices=mesh_devices)
     saver = tf.train.Saver([v.get_master() for v in mtf_graph.all_variables])
     return DecodeGraph(
         graph, inputs, lowering.export_to_tf_tensor(outputs), saver,
@@ -72,7 +73,7 @@ def build_decode_graph(model, batch_size, input_length, max_decode_length,
 
 def task_metrics(model, model_dir, task_name, batch_size, input_length,
                  target_length, mesh_shape="", layout="", max_batches=None,
-                 out=None):
+                 out=None, mesh_devices=None):
   """Decodes a task's validation examples and scores them with its metrics.
 
   Args:
@@ -81,7 +82,7 @@ def task_metrics(model, model_dir, task_name, batch_size, input_length,
     task_name: a seqio task with metric functions.
     batch_size, input_length, target_length: shapes; outputs are at most
       target_length tokens long.
-    mesh_shape, layout: as the step graph's.
+    mesh_shape, layout, mesh_devices: as the step graph's.
     max_batches: decode at most this many batches (None: the whole split,
       the last partial batch padded).
     out: file for a progress line per batch, or None.
@@ -93,7 +94,8 @@ def task_metrics(model, model_dir, task_name, batch_size, input_length,
   task = tasks.get_task_or_mixture(task_name)
   vocabulary = task.output_features["targets"].vocabulary
   decode_graph = build_decode_graph(model, batch_size, input_length,
-                                    target_length, mesh_shape, layout)
+                                    target_length, mesh_shape, layout,
+                                    mesh_devices)
   targets, predictions = [], []
   sess, _ = checkpoints.start_session(decode_graph, model_dir)
   with sess:

@@ -197,7 +197,8 @@ def log_likelihood(sess, step_graph, batches, max_batches=None):
 def train_task(model, model_dir, task_name, steps, batch_size, input_length,
                target_length, mesh_shape="", layout="",
                make_optimizer=None, log_every=10, save_every=100,
-               init_checkpoint=None, max_skips_in_a_row=0, out=sys.stdout):
+               init_checkpoint=None, max_skips_in_a_row=0, mesh_devices=None,
+               out=sys.stdout):
   """Trains `model` on a seqio task to `steps` total steps, resuming from
   the latest checkpoint in model_dir, with console reports, TensorBoard
   summaries and checkpoints.
@@ -211,6 +212,8 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
     max_skips_in_a_row: with an optimizer that skips non-finite steps
       (guard.SkipNonFiniteAdafactorOptimizer), how many may come in a row
       before training stops (StopOnNonFinite).
+    mesh_devices: None, or a device name per mesh position
+      (mesh.parse_devices).
     (the others: as their names say; steps counts from the run's start.)
 
   Returns:
@@ -224,7 +227,7 @@ def train_task(model, model_dir, task_name, steps, batch_size, input_length,
   """
   step_graph = step_lib.build_step_graph(
       model, batch_size, input_length, target_length, mesh_shape, layout,
-      make_optimizer=make_optimizer)
+      make_optimizer=make_optimizer, mesh_devices=mesh_devices)
   init_from = None
   if checkpoints.latest(model_dir):
     data.check_vocabulary(model_dir, task_name)  # resuming
@@ -284,7 +287,8 @@ def init_assignment(model, step_graph, checkpoint):
 
 
 def evaluate_task(model, model_dir, task_name, batch_size, input_length,
-                  target_length, mesh_shape="", layout="", max_batches=20):
+                  target_length, mesh_shape="", layout="", max_batches=20,
+                  mesh_devices=None):
   """Validation negative log perplexity (mean log p per target token).
 
   Restores the latest checkpoint of model_dir; without one (or with
@@ -292,7 +296,7 @@ def evaluate_task(model, model_dir, task_name, batch_size, input_length,
   """
   step_graph = step_lib.build_step_graph(
       model, batch_size, input_length, target_length, mesh_shape, layout,
-      train=False)
+      train=False, mesh_devices=mesh_devices)
   sess, _ = checkpoints.start_session(step_graph, model_dir)
   with sess:
     return log_likelihood(

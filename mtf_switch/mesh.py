@@ -1,7 +1,9 @@
 """Mesh-TensorFlow meshes on the host CPU, and lowering onto them."""
 import zlib
 
+import gin
 import mesh_tensorflow as mtf
+import tensorflow.compat.v1 as tf
 
 
 class ReproducibleMeshImpl(mtf.placement_mesh_impl.PlacementMeshImpl):
@@ -34,25 +36,31 @@ class ReproducibleMeshImpl(mtf.placement_mesh_impl.PlacementMeshImpl):
     return self.slicewise(draw, self.laid_out_pnum())
 
 
-def cpu_mesh_impl(mesh_shape, layout):
-  """A ReproducibleMeshImpl with one (virtual) CPU device per mesh position.
+def cpu_mesh_impl(mesh_shape, layout, devices=None):
+  """A ReproducibleMeshImpl with a device per mesh position.
 
-  All slices run on the host CPU; the slicing and the collective operations
-  are those of a real multi-device mesh, so results equal a 1-device run.
+  Without `devices`, all slices run on the host CPU's default device; the
+  slicing and the collective operations are those of a real multi-device
+  mesh, so results equal a 1-device run.
 
   Args:
     mesh_shape: input to mtf.convert_to_shape, e.g. "batch:2,experts:2".
     layout: input to mtf.convert_to_layout_rules, e.g. "experts:experts".
+    devices: None, or a device name per mesh position
+      (`parse_devices`; checked by `check_devices`).
 
   Returns:
     mtf.placement_mesh_impl.PlacementMeshImpl.
   """
   mesh_shape = mtf.convert_to_shape(mesh_shape)
+  if devices:
+    check_devices(devices, mesh_shape)
   return ReproducibleMeshImpl(mesh_shape, mtf.convert_to_layout_rules(layout),
-                              [""] * mesh_shape.size)
+                              list(devices or [""] * mesh_shape.size))
 
 
-def lower(mtf_graph, mesh, mesh_shape="", layout="", autostack=False):
+def lower(mtf_graph, mesh, mesh_shape="", layout="", autostack=False,
+          devices=None):
   """Lowers `mtf_graph` onto a CPU mesh.
 
   Args:
@@ -63,9 +71,92 @@ def lower(mtf_graph, mesh, mesh_shape="", layout="", autostack=False):
     autostack: merge variables into stacks (mesh-tensorflow's default);
       off by default, so that checkpoints keep one entry per model variable
       whatever the mesh, and values load by the variables' own names.
+    devices: None (every slice on the default device), or a device name per
+      mesh position, e.g. ["/device:GPU:0", "/device:GPU:1"].
 
   Returns:
     mtf.Lowering.
   """
-  return mtf.Lowering(mtf_graph, {mesh: cpu_mesh_impl(mesh_shape, layout)},
-                      autostack=autostack)
+  return mtf.Lowering(
+      mtf_graph, {mesh: cpu_mesh_impl(mesh_shape, layout, devices)},
+      autostack=autostack)
+
+
+def parse_devices(text):
+  """Device names from a comma-separated list ("gpu:0,gpu:1").
+
+  Returns:
+    list of canonical names ("/device:GPU:0"), or None for "".
+
+  Raises:
+    ValueError: naming the entry that is not `cpu:N` or `gpu:N`.
+  """
+  devices = []
+  for entry in filter(None, (e.strip() for e in (text or "").split(","))):
+    kind, _, index = entry.lower().rpartition("/device:")[2].partition(":")
+    if kind not in ("cpu", "gpu") or not index.isdigit():
+      raise ValueError("mesh device %r: give cpu:N or gpu:N, e.g. "
+                       "gpu:0,gpu:1" % entry)
+    devices.append("/device:%s:%d" % (kind.upper(), int(index)))
+  return devices or None
+
+
+def check_devices(devices, mesh_shape):
+  """Checks a device list against the mesh and this machine.
+
+  CPU devices need not exist: `session_config` makes as many virtual CPU
+  devices as the graph names.
+
+  Raises:
+    ValueError: if the count is not the mesh's size, or a GPU is missing
+      (naming the GPUs there are).
+  """
+  mesh_shape = mtf.convert_to_shape(mesh_shape)
+  if len(devices) != mesh_shape.size:
+    raise ValueError(
+        "%d mesh devices %s for mesh %s of %d positions: give one device "
+        "per position" % (len(devices), list(devices), mesh_shape,
+                          mesh_shape.size))
+  gpus = ["/device:GPU:%s" % d.name.rsplit(":", 1)[1]
+          for d in tf.config.list_physical_devices("GPU")]
+  missing = [d for d in devices if d.startswith("/device:GPU") and
+             d not in gpus]
+  if missing:
+    raise ValueError("mesh devices %s are not on this machine (its GPUs: "
+                     "%s)" % (missing, gpus or "none"))
+
+
+@gin.configurable(module="mtf_switch")
+def local_devices(count=gin.REQUIRED):
+  """`count` local GPUs for T5's `utils.run.mesh_devices`, checked now.
+
+  T5 runs off TPU with soft placement, so a device that does not exist
+  (a fourth GPU on a machine with two) would silently share another;
+  here it is an error before training starts (the gin/layouts/gpu_*.gin
+  files use it).
+
+  Args:
+    count: int, the number of GPUs (the mesh's size).
+
+  Returns:
+    list of device names, ["/device:GPU:0", ...].
+
+  Raises:
+    ValueError: naming the missing GPUs and those there are.
+  """
+  devices = ["/device:GPU:%d" % i for i in range(count)]
+  check_devices(devices, "devices:%d" % count)
+  return devices
+
+
+def session_config(graph):
+  """A session config with as many CPU devices as `graph` places ops on
+  (virtual CPU devices: a multi-device mesh on one host's CPU), or None
+  when it names at most one.  Soft placement stays off: an op placed on a
+  missing device fails, named."""
+  cpus = {op.device.rsplit(":", 1)[1] for op in graph.get_operations()
+          if "/device:CPU:" in op.device}
+  count = max((int(i) + 1 for i in cpus), default=0)
+  if count <= 1:
+    return None
+  return tf.ConfigProto(device_count={"CPU": count})

@@ -70,7 +70,7 @@ def gradients(loss):
 def build_step_graph(model, batch_size, input_length, target_length,
                      mesh_shape="", layout="", train=True,
                      make_optimizer=None, activation_dtype=tf.float32, seed=1,
-                     max_to_keep=3):
+                     max_to_keep=3, mesh_devices=None):
   """Builds and lowers one training (or evaluation) step on CPU.
 
   Args:
@@ -88,6 +88,8 @@ def build_step_graph(model, batch_size, input_length, target_length,
     activation_dtype: tf.float32 or tf.bfloat16.
     seed: graph-level TensorFlow seed (initializers, dropout, jitter).
     max_to_keep: checkpoints the saver keeps.
+    mesh_devices: None, or a device name per mesh position
+      (mesh.parse_devices).
 
   Returns:
     StepGraph.
@@ -123,7 +125,8 @@ def build_step_graph(model, batch_size, input_length, target_length,
       update_ops = optimizer.apply_grads(grads, variables)
     metrics = layers.routing_metrics(mtf_graph)
 
-    lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout)
+    lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout,
+                              devices=mesh_devices)
     tf_loss = lowering.export_to_tf_tensor(loss)
     train_op = None
     if train:

@@ -354,7 +354,10 @@ def run(study, model, seed, work_dir, results_dir, out):
           learning_rate=study.learning_rate_at(tf.train.get_global_step())))
   eval_graph = step_lib.build_step_graph(model_obj, *lengths, train=False,
                                          seed=seed)
-  # One data seed for every model and seed: the same batches for all.
+  # One data seed for every model: the same batches for all models of a
+  # seed (the run's graph seed, current when the training batches are
+  # made, also sets their order; the evaluation batches are the same for
+  # every run).
   shuffled = dict(shuffle=study.shuffle_buffer_size > 0, seed=0,
                   shuffle_buffer_size=study.shuffle_buffer_size or None)
   eval_batches = list(itertools.islice(data.task_batches(

@@ -29,6 +29,7 @@ from mtf_switch import distillation
 from mtf_switch import gin_flags
 from mtf_switch import guard
 from mtf_switch import loop
+from mtf_switch import mesh as mesh_lib
 from mtf_switch import models
 
 
@@ -47,6 +48,10 @@ def main(argv=None):
   parser.add_argument("--learning_rate", type=float, default=1e-2)
   parser.add_argument("--mesh_shape", default="batch:1,experts:2")
   parser.add_argument("--layout", default="batch:batch;experts:experts")
+  parser.add_argument("--mesh_devices", default="",
+                      help="a device per mesh position, e.g. gpu:0,gpu:1 "
+                           "(cpu:0,cpu:1,... makes virtual CPU devices); "
+                           "default: every slice on the default device")
   parser.add_argument("--log_every", type=int, default=25)
   parser.add_argument("--save_every", type=int, default=100)
   parser.add_argument("--init_checkpoint", default=None,
@@ -79,6 +84,12 @@ def main(argv=None):
     parser.error("--skip_nonfinite_steps=%d: give 0 (stop at the first "
                  "non-finite step) or a positive number of steps"
                  % args.skip_nonfinite_steps)
+  try:
+    mesh_devices = mesh_lib.parse_devices(args.mesh_devices)
+    if mesh_devices:
+      mesh_lib.check_devices(mesh_devices, args.mesh_shape)
+  except ValueError as e:
+    parser.error("--mesh_devices=%s: %s" % (args.mesh_devices, e))
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(args.task)
   gin_files = gin_flags.parse(args)
@@ -98,7 +109,8 @@ def main(argv=None):
       args.task, args.input_length, args.target_length)
   run = dict(task_name=args.task, batch_size=args.batch_size,
              input_length=input_length, target_length=target_length,
-             mesh_shape=args.mesh_shape, layout=args.layout)
+             mesh_shape=args.mesh_shape, layout=args.layout,
+             mesh_devices=mesh_devices)
   if not (checkpoints.latest(args.model_dir) or init_checkpoint):
     print("validation neg. log perplexity before training: %.4f"
           % loop.evaluate_task(model, None, **run))

@@ -39,7 +39,7 @@ def make_context(mesh, batch_dim, length_dim, train_mode=True,
 
 
 def run(mtf_graph, mesh, outputs, mesh_shape="", layout="",
-        variable_values=None, variables_out=False):
+        variable_values=None, variables_out=False, devices=None):
   """Lowers `outputs` (dict of mtf.Tensors) and evaluates them once.
 
   Args:
@@ -51,16 +51,20 @@ def run(mtf_graph, mesh, outputs, mesh_shape="", layout="",
     variable_values: optional dict from variable name to numpy value,
       loaded into the master variables before running.
     variables_out: also return {variable name: value}.
+    devices: None, or a device name per mesh position (virtual CPU devices
+      are made for those named).
 
   Returns:
     dict of numpy values (and the variables' values if asked).
   """
   # No autostacking: it would merge variables into new ones, and the test
   # loads values by the original variables' names.
-  lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout)
+  lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout,
+                            devices=devices)
   tf_outputs = {k: lowering.export_to_tf_tensor(v) for k, v in outputs.items()}
   masters = {v.name: v.get_master() for v in mtf_graph.all_variables}
-  with tf.Session() as sess:
+  graph = tf.get_default_graph()
+  with tf.Session(config=mesh_lib.session_config(graph)) as sess:
     sess.run(tf.global_variables_initializer())
     for name, value in (variable_values or {}).items():
       masters[name].load(value, sess)
@@ -229,7 +233,7 @@ def tiny_switch_lm(vocab_size=16, bindings=()):
 
 
 def lm_loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
-                      bindings=(), activation_dtype=tf.float32):
+                      bindings=(), activation_dtype=tf.float32, devices=None):
   """Loss and gradients of tiny_switch_lm on a (virtual) CPU mesh.
 
   Returns:
@@ -256,7 +260,7 @@ def lm_loss_and_grads(mesh_shape, layout, tokens, variable_values=None,
   outputs = {"loss": loss}
   outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
   return run(graph, mesh, outputs, mesh_shape, layout, variable_values,
-             variables_out=True)
+             variables_out=True, devices=devices)
 
 
 def mtf_logits(model, model_dir, inputs, targets,

@@ -2,6 +2,7 @@
 import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
 from mtf_switch import data
 
@@ -41,3 +42,18 @@ def test_a_run_records_its_vocabulary_and_another_is_refused(tmp_path):
                      r"PieceVocabulary, size 2100, of task mtf_switch_default_"
                      r"span_corruption\) than task mtf_switch_code_lm's"):
     data.check_vocabulary(model_dir, "mtf_switch_code_lm")
+
+
+def test_batches_keep_to_a_graph_of_their_own_and_follow_its_seed():
+  def first(seed):
+    with tf.Graph().as_default() as graph:
+      tf.set_random_seed(seed)
+      batches = data.task_batches("mtf_switch_default_span_corruption",
+                                  "train", 2, 32, 8, shuffle=True)
+      batch = next(batches)
+      # Nothing added to the default graph, nor left as the default.
+      assert tf.get_default_graph() is graph
+      assert not graph.get_operations()
+    return batch["inputs"]
+  np.testing.assert_array_equal(first(1), first(1))
+  assert not np.array_equal(first(1), first(2))

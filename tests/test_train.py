@@ -178,3 +178,28 @@ def test_main_job_skips_non_finite_steps_then_stops_non_zero(tmp_path):
       "1 skipped in this run)", "2 skipped in this run)",
       "3 skipped in this run)"]
   assert "3 steps in a row skipped; stopped without saving" in err
+
+
+def test_main_job_refuses_devices_that_do_not_fit_the_mesh(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    train.main(["--mesh_shape", "batch:1,experts:2", "--mesh_devices",
+                "cpu:0"])
+  assert exit_info.value.code == 2
+  assert ("--mesh_devices=cpu:0: 1 mesh devices ['/device:CPU:0'] for mesh"
+          in capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_main_job_on_two_virtual_cpus_logs_the_losses_of_one_device(
+    tmp_path):
+  args = ("--steps", "20", "--mesh_shape", "batch:1,experts:2")
+  one_device = _Started(str(tmp_path / "one"), *args)
+  two_devices = _Started(str(tmp_path / "two"), *args,
+                         "--mesh_devices", "cpu:0,cpu:1")
+  want, got = one_device.output(), two_devices.output()
+  losses = [line.split("loss ")[1].split()[0] for line in want.splitlines()
+            if line.startswith("step ")]
+  assert len(losses) == 2
+  assert [line.split("loss ")[1].split()[0] for line in got.splitlines()
+          if line.startswith("step ")] == losses
+  assert _perplexities(got) == _perplexities(want)
