@@ -16,6 +16,7 @@ import tensorflow.compat.v1 as tf
 from mtf_switch import checkpoints
 from mtf_switch import data
 from mtf_switch import mesh as mesh_lib
+from mtf_switch import step as step_lib
 from mtf_switch import tasks
 
 DecodeGraph = collections.namedtuple(
@@ -58,8 +59,9 @@ def build_decode_graph(model, batch_size, input_length, max_decode_length,
     mtf_graph = mtf.Graph()
     mesh = mtf.Mesh(mtf_graph, "mesh")
     mtf_inputs = mtf.import_tf_tensor(
-        mesh, inputs, [mtf.Dimension("batch", batch_size),
-                       mtf.Dimension("length", input_length)])
+        mesh, step_lib.checked_ids(inputs, step_lib.vocab_sizes(model)[0]),
+        [mtf.Dimension("batch", batch_size),
+         mtf.Dimension("length", input_length)])
     outputs = model.decode(mtf_inputs, temperature=0.0,
                            max_decode_length=max_decode_length)
     lowering = mesh_lib.lower(mtf_graph, mesh, mesh_shape, layout,

@@ -7,6 +7,7 @@ routing metrics, the targets' log-likelihood and the saver out.  The loop
 import collections
 
 import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import guard
@@ -94,6 +95,8 @@ def build_step_graph(model, batch_size, input_length, target_length,
   Returns:
     StepGraph.
   """
+  check_shape(batch_size, input_length, target_length)
+  input_vocab_size, output_vocab_size = vocab_sizes(model)
   graph = tf.Graph()
   with graph.as_default():
     tf.set_random_seed(seed)
@@ -105,10 +108,12 @@ def build_step_graph(model, batch_size, input_length, target_length,
     mesh = mtf.Mesh(mtf_graph, "mesh")
     batch_dim = mtf.Dimension("batch", batch_size)
     mtf_targets = mtf.import_tf_tensor(
-        mesh, targets, [batch_dim, mtf.Dimension("length", target_length)])
+        mesh, checked_ids(targets, output_vocab_size),
+        [batch_dim, mtf.Dimension("length", target_length)])
     logits, loss = model.call_simple(
         inputs=mtf.import_tf_tensor(
-            mesh, inputs, [batch_dim, mtf.Dimension("length", input_length)]),
+            mesh, checked_ids(inputs, input_vocab_size),
+            [batch_dim, mtf.Dimension("length", input_length)]),
         targets=mtf_targets, compute_loss=True,
         mode=(tf.estimator.ModeKeys.TRAIN if train
               else tf.estimator.ModeKeys.EVAL),
@@ -154,6 +159,44 @@ def build_step_graph(model, batch_size, input_length, target_length,
         [lowering.copy_slices_to_masters()],
         [v.get_master() for v in mtf_graph.trainable_variables],
         state_finite, _noise(train_op) if train else [])
+
+
+def check_shape(batch_size, input_length, target_length):
+  """Refuses an empty batch or sequence before any graph is built.
+
+  Raises:
+    ValueError: naming the size that is not a positive int.
+  """
+  for name, value in (("batch_size", batch_size),
+                      ("input_length", input_length),
+                      ("target_length", target_length)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError("%s=%r: give a positive int (an empty batch or "
+                       "sequence has nothing to train on)" % (name, value))
+
+
+def vocab_sizes(model):
+  """(input, output) vocabulary sizes, unpadded, of a Bitransformer or a
+  Unitransformer, or of the teacher of a distillation."""
+  model = getattr(model, "teacher", model)
+  if isinstance(model, transformer.Bitransformer):
+    return (model.encoder.input_vocab_size_unpadded,
+            model.decoder.output_vocab_size_unpadded)
+  return model.input_vocab_size_unpadded, model.output_vocab_size_unpadded
+
+
+def checked_ids(ids, vocab_size):
+  """ids, failing the step (tf.errors.InvalidArgumentError) when one is
+  not in [0, vocab_size): past the vocabulary, mesh-tensorflow's embedding
+  would read a padding row or nothing, and train on it without a word."""
+  bad = tf.logical_or(ids < 0, ids >= vocab_size)
+  assertion = tf.debugging.Assert(
+      tf.logical_not(tf.reduce_any(bad)),
+      ["%s: token ids must be in [0, %d) (the model's vocabulary); got"
+       % (ids.op.name, vocab_size), tf.boolean_mask(ids, bad)],
+      summarize=8)
+  with tf.control_dependencies([assertion]):
+    return tf.identity(ids)
 
 
 def _noise(fetch):

@@ -2,8 +2,11 @@
 import gin
 import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
 
 from mtf_switch import checkpoints
+from mtf_switch import distillation
 from mtf_switch import models
 from mtf_switch import reporting
 from mtf_switch import step as step_lib
@@ -28,3 +31,44 @@ def test_training_step_writes_routing_summaries_for_tensorboard():
     np.testing.assert_allclose(
         sum(tags[prefix + "expert_fraction/%03d" % i] for i in range(4)), 1.0,
         rtol=1e-5)
+
+
+@pytest.mark.parametrize("feed,named", [
+    ("inputs", "inputs: token ids must be in \\[0, 32\\) .*got\\] \\[32\\]"),
+    ("targets", "targets: token ids must be in \\[0, 32\\) .*got\\] \\[-1\\]"),
+])
+def test_token_ids_outside_the_vocabulary_fail_the_step_named(feed, named):
+  # The embedding's rows are padded to a multiple of 128: id 32 would read
+  # a padding row and train on without a word.
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  step = step_lib.build_step_graph(models.make_bitransformer(32), 2, 8, 8)
+  tokens = np.full((2, 8), 5, np.int32)
+  bad = tokens.copy()
+  bad[1, 3] = 32 if feed == "inputs" else -1
+  feeds = {step.inputs: tokens, step.targets: tokens}
+  sess, _ = checkpoints.start_session(step, None)
+  with sess:
+    sess.run(step.train_op, feeds)  # in range: fine
+    feeds[getattr(step, feed)] = bad
+    with pytest.raises(tf.errors.InvalidArgumentError, match=named):
+      sess.run(step.train_op, feeds)
+
+
+@pytest.mark.parametrize("sizes,named", [
+    ((0, 8, 8), "batch_size=0"), ((2, 0, 8), "input_length=0"),
+    ((2, 8, -1), "target_length=-1"), ((2, 8.0, 8), "input_length=8.0")])
+def test_an_empty_batch_or_sequence_is_refused_before_building(sizes, named):
+  with pytest.raises(ValueError, match=named + ": give a positive int"):
+    step_lib.build_step_graph(None, *sizes)
+
+
+def test_vocabulary_sizes_of_each_kind_of_model():
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  encoder_decoder = models.make_bitransformer(32)
+  assert step_lib.vocab_sizes(encoder_decoder) == (32, 32)
+  assert step_lib.vocab_sizes(
+      distillation.Distillation(encoder_decoder)) == (32, 32)
+  assert step_lib.vocab_sizes(helpers.tiny_switch_lm(vocab_size=24)) == (
+      24, 24)
