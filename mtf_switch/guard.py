@@ -32,6 +32,8 @@ is spent.  Opt-in, in the main job: `--skip_nonfinite_steps N`, which also
 stops the run after more than N skipped steps in a row
 (`loop.StopOnNonFinite`).
 """
+import sys
+
 import gin
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
@@ -93,17 +95,45 @@ class SkipNonFiniteAdafactorOptimizer(mtf.optimize.AdafactorOptimizer):
   (or their squares overflow): the step is skipped, not failed.
 
   Each update is a select between the new and the old value, not a
-  product with a 0/1 mask: NaN times 0 is NaN.
+  product with a 0/1 mask: NaN times 0 is NaN.  A skipped step also
+  prints `non-finite gradients: step skipped, weights unchanged` to
+  stderr, T5's binary's log (off TPU it writes no mtf summaries).
   """
 
   def apply_grads(self, grads, variables):
-    finite = mtf.slicewise(tf.math.is_finite, [global_norm(grads)],
-                           output_shape=[], output_dtype=tf.bool,
-                           splittable_dims=[], name="gradients_finite")
+    slices = []
+
+    def finite(norm):
+      # Every mesh position holds the same norm: the first one logs.
+      slices.append(norm)
+      return _finite_or_logged(norm) if len(slices) == 1 else (
+          tf.math.is_finite(norm))
+
+    finite = mtf.slicewise(finite, [global_norm(grads)], output_shape=[],
+                           output_dtype=tf.bool, splittable_dims=[],
+                           name="gradients_finite")
     mtf.scalar_summary("nonfinite_step_skipped", mtf.cast(
         mtf.logical_not(finite), tf.float32))
     return [_only_if(finite, op)
             for op in super().apply_grads(grads, variables)]
+
+
+def _finite_or_logged(norm):
+  """Whether `norm` is finite; when not, prints that the step is skipped."""
+  finite = tf.math.is_finite(norm)
+  # No step number: the global step's increment races with this read.
+  logged = tf.cond(
+      finite, lambda: tf.constant(True),
+      lambda: _after(tf.print(
+          "non-finite gradients: step skipped, weights unchanged",
+          output_stream=sys.stderr)))
+  with tf.control_dependencies([logged]):
+    return tf.identity(finite)
+
+
+def _after(op):
+  with tf.control_dependencies([op]):
+    return tf.constant(True)
 
 
 def global_norm(grads):

@@ -252,3 +252,27 @@ def test_a_non_finite_step_stops_the_run_naming_the_layer_before_saving_it(
   for name in floats:
     value = reader.get_tensor(name).astype(np.float32)
     assert np.isfinite(value).all(), name
+
+
+@pytest.mark.slow
+def test_skip_nonfinite_gin_skips_the_steps_of_a_diverging_run(tmp_path):
+  model_dir = str(tmp_path / "model")
+  steps = 20
+  returncode, log = _T5Main(
+      model_dir, "--gin_file=skip_nonfinite.gin",
+      "--gin_param=utils.run.train_steps = %d" % steps,
+      "--gin_param=utils.run.save_checkpoints_steps = 10",
+      "--gin_param=utils.run.iterations_per_loop = 10",
+      "--gin_param=utils.run.learning_rate_schedule = 1e4").finish()
+  assert returncode == 0, log[-5000:]
+  skipped = log.count(
+      "\nnon-finite gradients: step skipped, weights unchanged\n")
+  assert 0 < skipped < steps
+  # The run reached its last step, and the skipped steps left nothing
+  # non-finite behind.
+  latest = tf.train.latest_checkpoint(model_dir)
+  assert latest.endswith("model.ckpt-%d" % steps)
+  reader = tf.train.load_checkpoint(latest)
+  for name, dtype in reader.get_variable_to_dtype_map().items():
+    if dtype.is_floating:
+      assert np.isfinite(reader.get_tensor(name).astype(np.float32)).all()
