@@ -1,22 +1,24 @@
 """Property-based tests of the Switch layer against the numpy reference.
 
 Hypothesis draws the layer's configuration (experts, top-1 or top-2,
-group size, capacity factor, minimum capacity, dispatch), the batch's
-shape, its padding (none, all, a single real token, random) and the mesh;
-every draw must match numpy_reference.switch_layer.  Draws are
+group size, capacity factor, minimum capacity, dispatch), the activation
+dtype, the batch's shape, its padding (none, all, a single real token,
+random) and the mesh; every draw must match numpy_reference.switch_layer
+(in bfloat16: the same routing, the outputs within bfloat16 rounding).  Draws are
 derandomized: CI sees the same examples on every run, and a failure prints
 the smallest example hypothesis found.
 """
 import math
 
 import helpers
+from hypothesis import event
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 import numpy as np
 import numpy_reference
-import pytest
+import tensorflow.compat.v1 as tf
 
 from mtf_switch import layers
 
@@ -62,6 +64,7 @@ def cases(draw):
       capacity_factor=draw(st.sampled_from([0.25, 0.5, 1.0, 1.25, 2.0, 4.0])),
       min_capacity=draw(st.integers(1, 4)),
       dispatch_mode=draw(st.sampled_from(["einsum", "index"])),
+      dtype=draw(st.sampled_from([tf.float32, tf.bfloat16])),
       mesh=draw(st.sampled_from(meshes)),
       nonpadding=draw(padding_patterns(batch, length)),
       seed=draw(st.integers(0, 2**16)))
@@ -70,8 +73,13 @@ def cases(draw):
 @FUZZ
 @given(cases())
 def test_any_configuration_matches_the_numpy_reference(case):
+  # Counted by pytest --hypothesis-show-statistics.
+  event("%s, top-%d, %s" % (case["dtype"].name, case["k"],
+                            case["mesh"][0] or "one device"))
   rng = np.random.RandomState(case["seed"])
-  x = rng.randn(case["batch"], case["length"], D_MODEL)
+  # bfloat16-representable inputs: the float32 router then sees what the
+  # reference sees (Section 2.4).
+  x = helpers.to_bfloat16(rng.randn(case["batch"], case["length"], D_MODEL))
   mesh_shape, layout = case["mesh"]
   shards = 2 if "batch:2" in mesh_shape else 1
   layer = helpers.switch_layer(
@@ -81,7 +89,8 @@ def test_any_configuration_matches_the_numpy_reference(case):
       min_capacity=case["min_capacity"],
       dispatch_mode=case["dispatch_mode"])
   got, variables = helpers.run_layer(
-      layer, x, case["nonpadding"], mesh_shape=mesh_shape, layout=layout)
+      layer, x, case["nonpadding"], mesh_shape=mesh_shape, layout=layout,
+      activation_dtype=case["dtype"])
   # The documented group size: the largest divisor of a shard's tokens not
   # above the one asked for (layers.choose_group_size).
   tokens_per_shard = case["batch"] * case["length"] // shards
@@ -97,9 +106,14 @@ def test_any_configuration_matches_the_numpy_reference(case):
       x, k=case["k"], capacity=capacity, group_size=group_size,
       nonpadding=case["nonpadding"].astype(float),
       **helpers.weights_by_role(variables, case["num_experts"]))
-  np.testing.assert_allclose(got["y"], want_y, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(got["loss_0"], want["aux_loss"], rtol=1e-4,
-                             atol=1e-7)
+  if case["dtype"] == tf.float32:
+    np.testing.assert_allclose(got["y"], want_y, rtol=1e-4, atol=1e-5)
+  else:  # the experts compute in bfloat16: 8 bits of mantissa
+    np.testing.assert_allclose(got["y"], want_y, rtol=0,
+                               atol=2e-2 * max(np.abs(want_y).max(), 1e-3))
+  # The router computes in float32 whatever the activations.
+  np.testing.assert_allclose(got["switch/aux_loss"], want["aux_loss"],
+                             rtol=1e-4, atol=1e-7)
   np.testing.assert_allclose(got["switch/dropped_fraction"],
                              want["dropped_fraction"], atol=1e-6)
   # Padding gets exactly nothing (the residual carries it).
