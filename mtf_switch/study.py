@@ -2,10 +2,11 @@
 
 A study is configured in gin (`gin/studies/*.gin`) by binding
 `mtf_switch.Study`: the models (each a list of gin files and bindings), the
-seeds, the task, the shapes of a step and how long to train.  Every run
-(model, seed) trains on the same data in the same order (the examples are
-shuffled through a large buffer with one fixed data seed; the model seeds
-change initialization, jitter and dropout only) and evaluates every
+seeds, the task, the shapes of a step and how long to train.  Every model
+of a seed trains on the same data in the same order (the examples are
+shuffled through a large buffer with one fixed data seed, under the run's
+graph seed, so that a seed sets the order along with the initialization,
+jitter and dropout) and evaluates every
 `eval_every` steps on the same held-out batches, writing one
 CSV row per evaluation: steps, training seconds (evaluation excluded),
 training loss, validation loss and the routing metrics averaged over the
@@ -57,8 +58,9 @@ class Study:
       name: str, the study's name (its results folder).
       models: dict from model name to a list of gin files ("*.gin", by name
         on gin's search path) and bindings ("name = value").
-      seeds: TensorFlow seeds (initialization, jitter, dropout); every seed
-        sees the same data.
+      seeds: TensorFlow seeds (initialization, jitter, dropout and the
+        training data's order); every model of a seed sees the same data
+        in the same order.
       task: seqio task; a task with only "targets" trains a decoder-only
         LM (its inputs are the targets shifted right).
       steps: training steps of each run.
