@@ -4,8 +4,8 @@ Importing this package makes mesh-tensorflow work on the pinned
 TensorFlow (importable, and its decodes text off TPU, one line each:
 `mtf_switch.compat`), registers the gin configurables of mtf_switch and
 adds the package's gin folder to gin's search path, so that
-`models/switch_tiny.gin` is found by name, and keeps a correct run's logs free of lines that read like failures
-(`mtf_switch.quiet`).
+`models/switch_tiny.gin` is found by name, and keeps a correct run's logs
+free of lines that read like failures (`mtf_switch.quiet`).
 """
 from mtf_switch import compat  # first: imports TensorFlow quietly
 
