@@ -4,9 +4,9 @@ Hypothesis draws the layer's configuration (experts, top-1 or top-2,
 group size, capacity factor, minimum capacity, dispatch), the activation
 dtype, the batch's shape, its padding (none, all, a single real token,
 random) and the mesh; every draw must match numpy_reference.switch_layer
-(in bfloat16: the same routing, the outputs within bfloat16 rounding).  Draws are
-derandomized: CI sees the same examples on every run, and a failure prints
-the smallest example hypothesis found.
+(in bfloat16: the same routing, the outputs within bfloat16 rounding).
+Draws are derandomized: CI sees the same examples on every run, and a
+failure prints the smallest example hypothesis found.
 """
 import math
 
