@@ -15,6 +15,15 @@ from mtf_switch import mesh as mesh_lib
 FOUR_CPUS = ["/device:CPU:%d" % i for i in range(4)]
 
 
+@pytest.fixture(autouse=True)
+def _no_devices_left_in_the_default_graph():
+  """Clears the default graph after each test: a later session on it (a
+  data pipeline, T5's evaluation in the same worker) places the whole
+  graph, and fails on the virtual CPUs it does not have."""
+  yield
+  tf.reset_default_graph()
+
+
 def test_device_lists_are_parsed_to_canonical_names():
   assert mesh_lib.parse_devices("gpu:0, GPU:1,/device:CPU:3") == [
       "/device:GPU:0", "/device:GPU:1", "/device:CPU:3"]
