@@ -27,10 +27,10 @@ Instead of stopping, a run can skip such a step, as large-scale trainers
 do: `SkipNonFiniteAdafactorOptimizer` applies no update (weights and
 optimizer slots keep their values) when the gradients are not all finite,
 and exports `nonfinite_step_skipped` (1 on a skipped step) as a scalar
-summary.  The step still counts and its batch
-is spent.  Opt-in, in the main job: `--skip_nonfinite_steps N`, which also
-stops the run after more than N skipped steps in a row
-(`loop.StopOnNonFinite`).
+summary.  The step still counts and its batch is spent.  Opt-in: the main
+job's `--skip_nonfinite_steps N`, which also stops the run after more than
+N skipped steps in a row (`loop.StopOnNonFinite`), and
+`gin/skip_nonfinite.gin` for T5's binary.
 """
 import sys
 
@@ -101,17 +101,18 @@ class SkipNonFiniteAdafactorOptimizer(mtf.optimize.AdafactorOptimizer):
   """
 
   def apply_grads(self, grads, variables):
-    slices = []
+    slices_seen = []
 
-    def finite(norm):
+    def finite_slice(norm):
       # Every mesh position holds the same norm: the first one logs.
-      slices.append(norm)
-      return _finite_or_logged(norm) if len(slices) == 1 else (
-          tf.math.is_finite(norm))
+      slices_seen.append(norm)
+      if len(slices_seen) == 1:
+        return _finite_or_logged(norm)
+      return tf.math.is_finite(norm)
 
-    finite = mtf.slicewise(finite, [global_norm(grads)], output_shape=[],
-                           output_dtype=tf.bool, splittable_dims=[],
-                           name="gradients_finite")
+    finite = mtf.slicewise(finite_slice, [global_norm(grads)],
+                           output_shape=[], output_dtype=tf.bool,
+                           splittable_dims=[], name="gradients_finite")
     mtf.scalar_summary("nonfinite_step_skipped", mtf.cast(
         mtf.logical_not(finite), tf.float32))
     return [_only_if(finite, op)

@@ -1,4 +1,5 @@
-"""Mesh-TensorFlow meshes on the host CPU, and lowering onto them."""
+"""Mesh-TensorFlow meshes on this host (its CPU, or the devices named per
+mesh position), and lowering onto them."""
 import zlib
 
 import gin
