@@ -51,7 +51,8 @@ setuptools.setup(
         "mtf_switch.gin_configs": "gin",
         "mtf_switch.tasks": "tasks",
     },
-    package_data={"mtf_switch": ["vocab/*.model"],
+    package_data={"mtf_switch": ["vocab/*.model",
+                                 "vocab/*.distributions.txt"],
                   "mtf_switch.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
     entry_points={"console_scripts": [
         "mtf_switch_mesh_transformer = "

@@ -236,6 +236,28 @@ def train_vocabulary(corpus_dir, model_prefix, vocab_size=2000,
   os.remove(text_file)
 
 
+def _check_sources(manifest_path, sources):
+  """Raises ValueError if a built corpus came from other sources than the
+  corpus's (e.g. built by an earlier version with other packages).
+
+  A manifest without a source entry (a corpus built from given documents,
+  as tests make them) is taken as it is.
+  """
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  for key, wanted in sources.items():
+    if key in manifest and manifest[key] != wanted:
+      built = set(manifest[key])
+      raise ValueError(
+          "%s was built from other %s than this version of mtf_switch "
+          "reads (only in the built one: %s; only in this version's: %s); "
+          "its documents differ. Remove %s to rebuild it, or point "
+          "MTF_SWITCH_DATA_DIR elsewhere."
+          % (manifest_path, key, sorted(built - set(wanted)) or "none",
+             sorted(set(wanted) - built) or "none",
+             os.path.dirname(manifest_path)))
+
+
 def ensure_built(data_dir=None, corpus=None):
   """The corpus's folder under data_dir, built on first use.
 
@@ -245,7 +267,10 @@ def ensure_built(data_dir=None, corpus=None):
   """
   corpus = corpus or DEFAULT
   out_dir = os.path.join(data_dir or default_data_dir(), corpus.name)
-  if not os.path.exists(os.path.join(out_dir, "manifest.json")):
+  manifest_path = os.path.join(out_dir, "manifest.json")
+  if os.path.exists(manifest_path):
+    _check_sources(manifest_path, corpus.sources())
+  else:
     print("building %s in %s ..." % (corpus.name, out_dir), file=sys.stderr)
     manifest = build(out_dir, corpus.documents(), corpus.hash_order,
                      corpus.sources())
