@@ -3,9 +3,16 @@
 
 `describe(model)` reads the settings a HuggingFace config needs from a
 gin-built mtf_switch model and refuses, naming the setting, what
-HuggingFace's class cannot express: experts other than ReLU, top-2 or
-other routers, expert widths unlike the dense FFN's, sparse blocks off its
-pattern, per-layer relative attention biases.  `to_hf` and `from_hf` rename
+HuggingFace's checkpoints cannot hold: top-2 or other routers, expert
+widths unlike the dense FFN's, sparse blocks off its pattern, per-layer
+relative attention biases, FFNs other than ReLU or gated GELU.
+
+Gated-GELU FFNs (switch-xxl-128's: wi_0, wi_1 and wo, as T5.1.1's) are in
+HuggingFace's checkpoints but not in its class, whose FFNs are ReLU (wi,
+wo) only: such checkpoints import (`import_hf`), and an export of a gated
+model is refused, since `from_pretrained` would drop the gate.  GELU is
+the tanh approximation in both (mesh-tensorflow's `gelu`, HuggingFace's
+"gelu_new").  `to_hf` and `from_hf` rename
 and transpose the weights; `gin_config` writes the gin file that rebuilds
 an imported model.  `export_hf` and `import_hf` are the commands.
 
@@ -43,7 +50,7 @@ from mtf_switch import step as step_lib
 Description = collections.namedtuple("Description", [
     "vocab_size", "d_model", "num_heads", "d_kv", "d_ff", "num_experts",
     "encoder", "decoder", "router", "capacity_factor_eval", "min_capacity",
-    "dropout_rate", "tie_word_embeddings"])
+    "dropout_rate", "tie_word_embeddings", "activation"])
 Description.__doc__ = """What a HuggingFace config needs of a model.
 
 Attributes:
@@ -54,6 +61,7 @@ Attributes:
   tie_word_embeddings: whether the decoder's output layer is the shared
     embedding (scaled by d_model ** -0.5, both here and there) or a weight
     of its own (switch-c-2048's; unscaled in both).
+  activation: of every FFN, dense and expert: "relu" or "geglu".
   (the others: as HuggingFace's config names them.)
 """
 
@@ -99,7 +107,8 @@ def describe(model, dropout_rate=0.1):
       capacity_factor_eval=next(iter(found["capacity_factor_eval"]), 2.0),
       min_capacity=next(iter(found["min_capacity"]), 1),
       dropout_rate=dropout_rate,
-      tie_word_embeddings=model.decoder.shared_embedding_and_softmax_weights)
+      tie_word_embeddings=model.decoder.shared_embedding_and_softmax_weights,
+      activation=next(iter(found["activation"])))
 
 
 def _blocks(stack_name, stack_layers, pattern, found):
@@ -135,11 +144,10 @@ def _blocks(stack_name, stack_layers, pattern, found):
       found["capacity_factor_eval"].add(
           None if layer.dropless_eval else layer.capacity_factor_eval)
       found["min_capacity"].add(layer.min_capacity)
+      found["activation"].add(layer.activation)
       blocks.append("sparse")
     else:
-      if layer.activation != "relu":
-        raise ValueError("HuggingFace's dense FFNs here are ReLU; this "
-                         "model's are %r" % (layer.activation,))
+      found["activation"].add(_dense_activation(layer.activation))
       found["d_ff"].add(layer.hidden_size)
       blocks.append("dense")
   return blocks
@@ -156,12 +164,18 @@ def _kind(layer):
   return type(layer).__name__
 
 
+def _dense_activation(activation):
+  """"relu" or "geglu" of a DenseReluDense's activation (refuses others)."""
+  for name, mtf_activation in layers.ACTIVATIONS.items():
+    if activation == mtf_activation:
+      return name
+  raise ValueError(
+      "HuggingFace's FFNs are ReLU or gated GELU; this model's "
+      "transformer_layers.DenseReluDense.activation is %r (set 'relu' or "
+      "['gelu', 'linear'])" % (activation,))
+
+
 def _check_switch(layer):
-  if layer.activation != "relu":
-    raise ValueError(
-        "HuggingFace's experts are ReLU (one wi, one wo); this model's are "
-        "%r: set mtf_switch.SwitchFeedForward.activation = 'relu'"
-        % (layer.activation,))
   router = layer.router
   if type(router) is not routers.TokensChooseRouter:  # pylint: disable=unidiomatic-typecheck
     raise ValueError("HuggingFace routes with top-1 tokens-choose routing; "
@@ -210,7 +224,19 @@ def sparse_step(blocks, stack_name):
 
 
 def hf_config(description, sequence_length=512):
-  """HuggingFace's SwitchTransformersConfig arguments (a dict)."""
+  """HuggingFace's SwitchTransformersConfig arguments (a dict).
+
+  Raises:
+    ValueError: for gated FFNs, which HuggingFace's class cannot compute;
+      or sparse blocks off its pattern.
+  """
+  if description.activation != "relu":
+    raise ValueError(
+        "HuggingFace's SwitchTransformers computes ReLU FFNs only (one wi, "
+        "one wo); this model's are %r (gated, as switch-xxl-128's, which "
+        "imports but does not load there): set expert_activation = 'relu' "
+        "and transformer_layers.DenseReluDense.activation = 'relu'"
+        % description.activation)
   router = description.router or _router_settings(
       routers.TokensChooseRouter())
   if description.capacity_factor_eval is None:  # dropless evaluation
@@ -260,6 +286,10 @@ def _sublayer(scope, names):
   return sub
 
 
+# An FFN's kernels, named alike in both frameworks.
+_FFN_WEIGHTS = {"relu": ("wi", "wo"), "geglu": ("wi_0", "wi_1", "wo")}
+
+
 def name_map(description, mtf_names):
   """(mtf name, HuggingFace name, kind) of every weight.
 
@@ -294,14 +324,14 @@ def name_map(description, mtf_names):
                        hf + ".SelfAttention.relative_attention_bias.weight",
                        "transpose"))
       elif kind == "DenseReluDense":
-        for w in ("wi", "wo"):
+        for w in _FFN_WEIGHTS[description.activation]:
           rows.append(("%s/DenseReluDense/%s/kernel" % (scope, w),
                        "%s.mlp.%s.weight" % (hf, w), "transpose"))
       else:  # SwitchFeedForward
         rows.append((scope + "/SwitchFeedForward/router/kernel",
                      hf + ".mlp.router.classifier.weight", "transpose"))
         for e in range(description.num_experts):
-          for w in ("wi", "wo"):
+          for w in _FFN_WEIGHTS[description.activation]:
             rows.append(("%s/SwitchFeedForward/%s/kernel" % (scope, w),
                          "%s.mlp.experts.expert_%d.%s.weight" % (hf, e, w),
                          ("expert", e)))
@@ -391,7 +421,7 @@ def gin_config(config, source):
       "num_heads = %d" % config["num_heads"],
       "d_kv = %d" % config["d_kv"],
       "num_experts = %d" % config["num_experts"],
-      "expert_activation = 'relu'",
+      "expert_activation = %r" % _activation(config),
       "transformer.Unitransformer.shared_embedding_and_softmax_weights = %r"
       % bool(config.get("tie_word_embeddings", True)),
       "dropout_rate = %r" % float(config.get("dropout_rate", 0.1)),
@@ -400,6 +430,9 @@ def gin_config(config, source):
       "mtf_switch.TokensChooseRouter.z_loss_coef = %r"
       % float(config.get("router_z_loss_coef", 0.0)),
   ]
+  if _activation(config) == "geglu":
+    lines.append("transformer_layers.DenseReluDense.activation = "
+                 "['gelu', 'linear']")
   jitter = float(config.get("router_jitter_noise", 0.0))
   if jitter:
     lines += ["mtf_switch.TokensChooseRouter.policy = 'input_jitter'",
@@ -474,21 +507,65 @@ def read_hf_dir(hf_dir):
   return config, _read_weights(hf_dir)
 
 
-def check_importable(config, hf_dir):
-  """Refuses, by setting, HuggingFace configs mtf_switch cannot rebuild.
+def check_importable(config, state, hf_dir):
+  """Refuses, by setting, HuggingFace checkpoints mtf_switch cannot rebuild.
+
+  Args:
+    config: the config dict.
+    state: the weights (name -> array).
+    hf_dir: named in the errors.
 
   Raises:
     ValueError: naming the setting and its value.
   """
-  wanted = dict(dense_act_fn="relu",
-                router_bias=False, relative_attention_num_buckets=32,
+  wanted = dict(router_bias=False, relative_attention_num_buckets=32,
                 relative_attention_max_distance=128, is_encoder_decoder=True)
   for key, value in wanted.items():
     if config.get(key, value) != value:
       raise ValueError(
-          "%s: %s is %r; mtf_switch imports SwitchTransformers with %s = %r "
-          "(gated experts, as switch-xxl-128's, are not supported yet)"
+          "%s: %s is %r; mtf_switch imports SwitchTransformers with %s = %r"
           % (hf_dir, key, config[key], key, value))
+  try:
+    activation = _activation(config)
+  except ValueError as e:
+    raise ValueError("%s: %s" % (hf_dir, e)) from None
+  gated_weights = any(name.endswith(".wi_0.weight") for name in state)
+  if gated_weights != (activation == "geglu"):
+    raise ValueError(
+        "%s: the weights' FFNs are %s, the config's %s (is_gated_act %r, "
+        "feed_forward_proj %r, dense_act_fn %r)" % (
+            hf_dir, "gated (wi_0, wi_1)" if gated_weights else "not gated",
+            "gated" if activation == "geglu" else "not",
+            config.get("is_gated_act"), config.get("feed_forward_proj"),
+            config.get("dense_act_fn")))
+
+
+# HuggingFace's names of the tanh approximation, mesh-tensorflow's gelu.
+_TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
+
+
+def _activation(config):
+  """"relu" or "geglu": the FFNs of a HuggingFace config.
+
+  Gated as T5's configs say it (transformers 4.x wrote `is_gated_act` and
+  `feed_forward_proj`; "gated-gelu" means the tanh GELU).
+
+  Raises:
+    ValueError: naming an activation mtf_switch has not.
+  """
+  projection = str(config.get("feed_forward_proj") or "")
+  gated = bool(config.get("is_gated_act")) or projection.startswith("gated-")
+  act = config.get("dense_act_fn") or (
+      "gelu_new" if projection == "gated-gelu" else "relu")
+  if not gated and act == "relu":
+    return "relu"
+  if gated and act in _TANH_GELU:
+    return "geglu"
+  raise ValueError(
+      "dense_act_fn is %r%s; mtf_switch imports ReLU FFNs, or gated FFNs "
+      "(is_gated_act, or feed_forward_proj 'gated-gelu') with the tanh GELU "
+      "(%s: mesh-tensorflow's gelu)"
+      % (act, " (gated)" if gated else "", " or ".join(map(repr, _TANH_GELU))))
 
 
 def _read_weights(hf_dir):
@@ -608,7 +685,7 @@ def import_(hf_dir, out):
       written to out then.
   """
   config, state = read_hf_dir(hf_dir)
-  check_importable(config, hf_dir)
+  check_importable(config, state, hf_dir)
   _check_new_dir(out)
   text = gin_config(config, hf_dir)
   gin.clear_config()

@@ -117,6 +117,62 @@ def test_import_gives_mtf_the_same_logits(tmp_path, tied):
                       _hf_logits(str(tmp_path / "hf")))
 
 
+def _gated(hf_model):
+  """HuggingFace's model with every FFN, dense and expert, replaced by T5's
+  gated one (wi_0, wi_1, wo; switch-xxl-128's), which its own class lacks."""
+  t5_config = transformers.T5Config(
+      d_model=hf_model.config.d_model, d_ff=hf_model.config.d_ff,
+      dropout_rate=0.0, dense_act_fn="gelu_new")
+  gated = transformers.models.t5.modeling_t5.T5DenseGatedActDense
+  ffn_class = (transformers.models.switch_transformers
+               .modeling_switch_transformers.SwitchTransformersDenseActDense)
+  for module in list(hf_model.modules()):
+    for name, child in list(module.named_children()):
+      if isinstance(child, ffn_class):
+        ffn = gated(t5_config)
+        # Pre-activations of std ~3, where the tanh GELU and the exact one
+        # differ by more than the tolerance: the test tells them apart.
+        for linear in (ffn.wi_0, ffn.wi_1):
+          torch.nn.init.normal_(linear.weight, std=3 * t5_config.d_model**-0.5)
+        setattr(module, name, ffn)
+  return hf_model
+
+
+def test_gated_checkpoints_import_with_the_same_logits(tmp_path):
+  """switch-xxl-128's kind: gated-GELU FFNs.  HuggingFace's class cannot
+  compute them; T5's gated FFN put in its place is the reference."""
+  config = transformers.SwitchTransformersConfig(
+      vocab_size=128, d_model=32, d_kv=8, d_ff=48, num_heads=2, num_layers=4,
+      num_decoder_layers=4, num_sparse_encoder_layers=2,
+      num_sparse_decoder_layers=2, num_experts=4, expert_capacity=LENGTH,
+      router_z_loss_coef=0.0, dense_act_fn="gelu_new", is_gated_act=True,
+      feed_forward_proj="gated-gelu")
+  torch.manual_seed(0)
+  hf_model = _gated(
+      transformers.SwitchTransformersForConditionalGeneration(config)).eval()
+  assert any(k.endswith("experts.expert_3.wi_1.weight")
+             for k in hf_model.state_dict())
+  hf_model.save_pretrained(str(tmp_path / "hf"))
+  gin_path = hf.import_(str(tmp_path / "hf"), str(tmp_path / "mtf"))
+  text = open(gin_path).read()
+  assert "expert_activation = 'geglu'" in text
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(
+      [gin_path], ["mtf_switch.SwitchFeedForward.group_size = %d" % LENGTH,
+                   "mtf_switch.SwitchFeedForward.capacity_factor_eval = 4.0"])
+  model = models.make_bitransformer(128)
+  assert hf.describe(model).activation == "geglu"
+  decoder_inputs = np.pad(TARGETS[:, :-1], ((0, 0), (1, 0)))
+  with torch.no_grad():
+    hf_logits = hf_model(
+        input_ids=torch.tensor(INPUTS, dtype=torch.long),
+        attention_mask=torch.tensor(INPUTS != 0, dtype=torch.long),
+        decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)
+    ).logits.numpy()
+  _assert_same_logits(helpers.mtf_logits(model, str(tmp_path / "mtf"),
+                                         INPUTS, TARGETS), hf_logits)
+
+
 def test_dropless_evaluation_exports_a_capacity_of_the_whole_sequence():
   config = hf.hf_config(hf.describe(_build([
       "mtf_switch.SwitchFeedForward.dropless_eval = True"])), 512)
@@ -124,9 +180,15 @@ def test_dropless_evaluation_exports_a_capacity_of_the_whole_sequence():
 
 
 def test_shapes_huggingface_cannot_express_are_refused(tmp_path):
+  with pytest.raises(ValueError, match="ReLU FFNs only .* 'geglu'"):
+    hf.hf_config(hf.describe(_build([
+        "mtf_switch.SwitchFeedForward.activation = 'geglu'",
+        "transformer_layers.DenseReluDense.activation = ['gelu', 'linear']"])))
   for binding, message in [
       ("mtf_switch.SwitchFeedForward.activation = 'geglu'",
-       "experts are ReLU .* 'geglu'"),
+       r"one activation for every layer; this model has \['geglu', 'relu'\]"),
+      ("transformer_layers.DenseReluDense.activation = ['gelu', 'relu']",
+       r"DenseReluDense.activation is \['gelu', 'relu'\]"),
       ("mtf_switch.TokensChooseRouter.num_selected_experts = 2",
        "router is top-1; this model's sends each token to 2 experts"),
       ("mtf_switch.SwitchFeedForward.hidden_size = 96",
@@ -152,7 +214,11 @@ def test_shapes_huggingface_cannot_express_are_refused(tmp_path):
         num_sparse_encoder_layers=6, num_experts=8)),
     ("models/released/switch_large_128.gin", dict(
         d_model=1024, d_ff=4096, num_heads=16, num_layers=24,
-        num_sparse_encoder_layers=12, num_experts=128))])
+        num_sparse_encoder_layers=12, num_experts=128)),
+    ("models/released/switch_xxl_128.gin", dict(
+        d_model=4096, d_ff=10240, num_heads=64, num_layers=24,
+        num_sparse_encoder_layers=12, num_experts=128, is_gated_act=True,
+        dense_act_fn="gelu_new", tie_word_embeddings=False))])
 def test_released_shapes_match_what_an_import_builds(shipped, hf_config):
   """The shipped gin files and the gin file an import writes for the
   released checkpoints' configs build the same model (the router settings
@@ -169,8 +235,9 @@ def test_released_shapes_match_what_an_import_builds(shipped, hf_config):
   from_import = hf.describe(models.make_bitransformer(32128))
   assert from_shipped._replace(router=None) == from_import._replace(
       router=None)
-  assert hf.hf_config(from_shipped)["num_sparse_decoder_layers"] == (
-      hf_config["num_sparse_encoder_layers"])
+  if from_shipped.activation == "relu":
+    assert hf.hf_config(from_shipped)["num_sparse_decoder_layers"] == (
+        hf_config["num_sparse_encoder_layers"])
 
 
 def test_configs_mtf_switch_cannot_rebuild_are_refused(tmp_path):
@@ -181,6 +248,19 @@ def test_configs_mtf_switch_cannot_rebuild_are_refused(tmp_path):
   transformers.SwitchTransformersForConditionalGeneration(config) \
       .save_pretrained(str(tmp_path / "gelu"))
   with pytest.raises(ValueError, match="dense_act_fn is 'gelu'"):
+    hf.import_(str(tmp_path / "gelu"), str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")
+  # Gated, but with the exact (erf) GELU: not mesh-tensorflow's gelu.
+  config.__class__(**dict(config.to_dict(), is_gated_act=True)) \
+      .save_pretrained(str(tmp_path / "gelu"))
+  with pytest.raises(ValueError, match=r"dense_act_fn is 'gelu' \(gated\)"):
+    hf.import_(str(tmp_path / "gelu"), str(tmp_path / "out"))
+  # A gated config over ReLU weights (wi, not wi_0 and wi_1).
+  config.__class__(**dict(config.to_dict(), is_gated_act=True,
+                          dense_act_fn="gelu_new")) \
+      .save_pretrained(str(tmp_path / "gelu"))
+  with pytest.raises(ValueError, match="FFNs are not gated, the config's "
+                     "gated"):
     hf.import_(str(tmp_path / "gelu"), str(tmp_path / "out"))
   assert not os.path.exists(tmp_path / "out")
   # Untied input embeddings (independent copies): mtf_switch has one.
