@@ -17,6 +17,7 @@ from mtf_switch import distillation  # noqa: F401  (gin configurables)
 from mtf_switch import layers  # noqa: F401
 from mtf_switch import mesh  # noqa: F401
 from mtf_switch import models  # noqa: F401
+from mtf_switch import moe1d  # noqa: F401
 from mtf_switch import quiet
 from mtf_switch import routers  # noqa: F401
 
