@@ -5,16 +5,17 @@
 gin-built mtf_switch model and refuses, naming the setting, what
 HuggingFace's checkpoints cannot hold: top-2 or other routers, expert
 widths unlike the dense FFN's, sparse blocks off its pattern, per-layer
-relative attention biases, FFNs other than ReLU or gated GELU.
+relative attention biases, FFNs other than ReLU or gated GELU.  `to_hf`
+and `from_hf` rename and transpose the weights; `gin_config` writes the
+gin file that rebuilds an imported model.  `export_hf` and `import_hf` are
+the commands.
 
 Gated-GELU FFNs (switch-xxl-128's: wi_0, wi_1 and wo, as T5.1.1's) are in
 HuggingFace's checkpoints but not in its class, whose FFNs are ReLU (wi,
 wo) only: such checkpoints import (`import_hf`), and an export of a gated
 model is refused, since `from_pretrained` would drop the gate.  GELU is
 the tanh approximation in both (mesh-tensorflow's `gelu`, HuggingFace's
-"gelu_new").  `to_hf` and `from_hf` rename
-and transpose the weights; `gin_config` writes the gin file that rebuilds
-an imported model.  `export_hf` and `import_hf` are the commands.
+"gelu_new").
 
 Layout differences, all transposes: mesh-tensorflow stores a dense kernel
 as [in, out] and torch's nn.Linear as [out, in]; experts are one
