@@ -41,8 +41,12 @@ def _random_checkpoint(model, model_dir):
 
 
 def _hf_logits(hf_dir):
-  model = transformers.SwitchTransformersForConditionalGeneration \
-      .from_pretrained(hf_dir).eval()
+  return _model_logits(transformers.SwitchTransformersForConditionalGeneration
+                       .from_pretrained(hf_dir).eval())
+
+
+def _model_logits(model):
+  """A torch model's logits for INPUTS and TARGETS (teacher forcing)."""
   decoder_inputs = np.pad(TARGETS[:, :-1], ((0, 0), (1, 0)))
   with torch.no_grad():
     out = model(input_ids=torch.tensor(INPUTS, dtype=torch.long),
@@ -162,15 +166,9 @@ def test_gated_checkpoints_import_with_the_same_logits(tmp_path):
                    "mtf_switch.SwitchFeedForward.capacity_factor_eval = 4.0"])
   model = models.make_bitransformer(128)
   assert hf.describe(model).activation == "geglu"
-  decoder_inputs = np.pad(TARGETS[:, :-1], ((0, 0), (1, 0)))
-  with torch.no_grad():
-    hf_logits = hf_model(
-        input_ids=torch.tensor(INPUTS, dtype=torch.long),
-        attention_mask=torch.tensor(INPUTS != 0, dtype=torch.long),
-        decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)
-    ).logits.numpy()
   _assert_same_logits(helpers.mtf_logits(model, str(tmp_path / "mtf"),
-                                         INPUTS, TARGETS), hf_logits)
+                                         INPUTS, TARGETS),
+                      _model_logits(hf_model))
 
 
 def test_dropless_evaluation_exports_a_capacity_of_the_whole_sequence():
