@@ -147,8 +147,6 @@ def main(argv=None):
                            "<name>), for the steps to the baseline's final")
   parser.add_argument("--out", default="benchmarks/results")
   args = parser.parse_args(argv)
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
   from mtf_switch import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   from mtf_switch import run_study  # pylint: disable=g-import-not-at-top
