@@ -20,6 +20,7 @@ from mtf_switch import models  # noqa: F401
 from mtf_switch import moe1d  # noqa: F401
 from mtf_switch import quiet
 from mtf_switch import routers  # noqa: F401
+from mtf_switch import step  # noqa: F401
 
 compat.decode_to_text()
 compat.one_line_each()

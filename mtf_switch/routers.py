@@ -2,7 +2,9 @@
 
 A router records its hyperparameters and, called on a group of tokens,
 returns `routing.RoutingInstructions`.  The base class computes the router
-logits in float32 (Sections 2.1 and 2.4); a subclass decides the
+logits in float32 (Sections 2.1 and 2.4; `float32_router=False` keeps
+them in the activation dtype, Table 2's bfloat16 baseline); a subclass
+decides the
 assignment and calls the shared math of `mtf_switch.routing`
 (`routing.instructions`: capacity cut, dispatch/combine, load-balancing
 loss, z-loss, metrics), so every router reports the same metrics and
@@ -25,17 +27,23 @@ from mtf_switch import routing
 
 
 class Router:
-  """Base class: float32 router logits, then the subclass's `route`."""
+  """Base class: router logits (in float32 by default), then the
+  subclass's `route`."""
 
   # Experts that process each token (FLOPs per token, see model_size).
   num_selected_experts = 1
 
-  def __init__(self, aux_loss_coef=1e-2, z_loss_coef=0.0):
-    """Records the loss coefficients.
+  def __init__(self, aux_loss_coef=1e-2, z_loss_coef=0.0,
+               float32_router=True):
+    """Records the loss coefficients and the router's precision.
 
     Args:
       aux_loss_coef: alpha of the load-balancing loss (Section 2.2: 1e-2).
       z_loss_coef: router z-loss coefficient (ST-MoE); 0 (off) for Switch.
+      float32_router: compute the router's logits and softmax in float32
+        whatever the activation dtype ("selective precision", Section 2.4);
+        False computes them in the activation dtype, Table 2's "bfloat16"
+        baseline when the activations are bfloat16.
 
     Raises:
       ValueError: on a negative coefficient.
@@ -44,6 +52,7 @@ class Router:
     routing.check_loss_coef(z_loss_coef, "z_loss_coef")
     self.aux_loss_coef = aux_loss_coef
     self.z_loss_coef = z_loss_coef
+    self.float32_router = float32_router
 
   def check_num_experts(self, num_experts):
     """Raises ValueError if the router cannot serve `num_experts` experts."""
@@ -73,9 +82,10 @@ class Router:
     Returns:
       routing.RoutingInstructions.
     """
-    # [groups, group_size, d_model], float32
-    x = self.perturb_inputs(mtf.to_float(inputs), train)
-    # [groups, group_size, experts], float32
+    dtype = tf.float32 if self.float32_router else activation_dtype
+    # [groups, group_size, d_model]
+    x = self.perturb_inputs(mtf.cast(inputs, dtype), train)
+    # [groups, group_size, experts], float32 under selective precision
     logits = routing.router_logits(x, experts_dim, variable_dtype)
     return self.route(logits, capacity, nonpadding, train, activation_dtype,
                       one_hot_tensors)
@@ -109,7 +119,7 @@ class TokensChooseRouter(Router):
 
   def __init__(self, num_selected_experts=1, policy="input_jitter",
                jitter_eps=1e-2, dropout_rate=0.1, aux_loss_coef=1e-2,
-               z_loss_coef=0.0):
+               z_loss_coef=0.0, float32_router=True):
     """Records the router's settings.
 
     Args:
@@ -119,11 +129,12 @@ class TokensChooseRouter(Router):
       dropout_rate: dropout rate of the input_dropout policy.
       aux_loss_coef: see `Router`.
       z_loss_coef: see `Router`.
+      float32_router: see `Router`.
 
     Raises:
       ValueError: on a bad value, naming it and what would be right.
     """
-    super().__init__(aux_loss_coef, z_loss_coef)
+    super().__init__(aux_loss_coef, z_loss_coef, float32_router)
     routing.check_num_selected_experts(num_selected_experts)
     routing.check_policy(policy)
     routing.check_rate(dropout_rate, "dropout_rate")
@@ -214,8 +225,9 @@ class ExpertsChooseRouter(Router):
     mtf_switch.SwitchFeedForward.router = @mtf_switch.ExpertsChooseRouter()
   """
 
-  def __init__(self, aux_loss_coef=0.0, z_loss_coef=0.0):
-    super().__init__(aux_loss_coef, z_loss_coef)
+  def __init__(self, aux_loss_coef=0.0, z_loss_coef=0.0,
+               float32_router=True):
+    super().__init__(aux_loss_coef, z_loss_coef, float32_router)
 
   def check_context(self, context):
     if getattr(context.model, "autoregressive", False):
@@ -229,7 +241,7 @@ class ExpertsChooseRouter(Router):
 
   def route(self, logits, capacity, nonpadding, train, activation_dtype,
             one_hot_tensors):
-    probs = mtf.softmax(logits, reduced_dim=logits.shape.dims[-1])
+    logits, probs = routing.router_probs(logits)
     if nonpadding is None:
       nonpadding = mtf.ones(logits.mesh, logits.shape.dims[:2], tf.float32)
     nonpadding = mtf.to_float(nonpadding)

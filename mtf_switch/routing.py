@@ -13,7 +13,11 @@ the batch dimension so that it follows the batch's split over the mesh.
 
 Everything here runs in float32 whatever the activation dtype ("selective
 precision", Section 2.4); only `RoutingInstructions.dispatch` and `.combine`
-are cast back to the activation dtype.
+are cast back to the activation dtype.  The one exception is Table 2's
+"bfloat16 everywhere" baseline (`routers.Router(float32_router=False)`):
+there the router's logits and their softmax are taken in the activation
+dtype (`router_logits`, `router_probs`) and only the bookkeeping after them
+(slots, losses, metrics) in float32.
 """
 import collections
 import math
@@ -157,28 +161,43 @@ def perturb_router_inputs(x, policy, train, jitter_eps=1e-2,
 
 
 def router_logits(x, experts_dim, variable_dtype, name="router"):
-  """Router logits h(x) = W_r x, computed in float32 (Sections 2.1, 2.4).
+  """Router logits h(x) = W_r x, computed in x's dtype: float32 under
+  selective precision (Sections 2.1, 2.4).
 
   Args:
-    x: [groups, group_size, d_model] router inputs in any float dtype.
+    x: [groups, group_size, d_model] router inputs.
     experts_dim: mtf.Dimension, the experts.
     variable_dtype: mtf.VariableDType of the model; the router's weights keep
-      its master and slice dtypes but are used in float32.
+      its master and slice dtypes but are used in x's dtype.
     name: variable scope of the router weights [d_model, experts].
 
   Returns:
-    [groups, group_size, experts], float32 (checked finite where
+    [groups, group_size, experts], in x's dtype (checked finite where
     `guard.checked` is enabled).
   """
-  float32_use = mtf.VariableDType(
+  use = mtf.VariableDType(
       master_dtype=variable_dtype.master_dtype,
       slice_dtype=variable_dtype.slice_dtype,
-      activation_dtype=tf.float32)
+      activation_dtype=x.dtype)
   logits = mtf.layers.dense(
-      mtf.to_float(x), experts_dim, use_bias=False,
-      reduced_dims=x.shape.dims[-1:], variable_dtype=float32_use, name=name)
+      x, experts_dim, use_bias=False, reduced_dims=x.shape.dims[-1:],
+      variable_dtype=use, name=name)
   return guard.checked(
       logits, "router logits in %s" % tf.get_variable_scope().name)
+
+
+def router_probs(logits):
+  """The router's softmax over the experts, taken in the logits' dtype (the
+  exponent whose rounding made bfloat16 routers diverge, Section 2.4).
+
+  Args:
+    logits: [groups, group_size, experts] router logits.
+
+  Returns:
+    (logits, probs), both float32: what the bookkeeping works on.
+  """
+  probs = mtf.softmax(logits, reduced_dim=logits.shape.dims[-1])
+  return mtf.to_float(logits), mtf.to_float(probs)
 
 
 def _gumbel_noise(like):
@@ -199,7 +218,8 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
   slots and `instructions` for what is built from them.
 
   Args:
-    logits: [groups, group_size, experts], float32 router logits.
+    logits: [groups, group_size, experts] router logits, float32 (or the
+      activation dtype; see `router_probs`).
     num_selected_experts: 1 (Switch) or 2 (top-2 MoE); see
       `check_num_selected_experts`.
     capacity: int, slots per expert and group (see `expert_capacity`).
@@ -228,8 +248,8 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
   if nonpadding is None:
     nonpadding = mtf.ones(logits.mesh, logits.shape.dims[:2], tf.float32)
   nonpadding = mtf.to_float(nonpadding)
-  # [groups, group_size, experts]
-  probs = mtf.softmax(logits, reduced_dim=logits.shape.dims[-1])
+  # [groups, group_size, experts], float32
+  logits, probs = router_probs(logits)
   scores = logits
   if train and policy == "sample":
     scores += _gumbel_noise(logits)

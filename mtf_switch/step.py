@@ -6,6 +6,7 @@ routing metrics, the targets' log-likelihood and the saver out.  The loop
 """
 import collections
 
+import gin
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
@@ -57,6 +58,34 @@ _RANDOM_OP_TYPES = frozenset([
     "RandomPoisson", "RandomPoissonV2"])
 
 
+# The activation dtypes a step graph may run in: float32, or bfloat16 as T5
+# runs on TPU (the router stays in float32 unless told otherwise,
+# Section 2.4; see `routers.Router`).
+ACTIVATION_DTYPES = ("float32", "bfloat16")
+
+
+@gin.configurable("activation_dtype", module="mtf_switch")
+def configured_activation_dtype(dtype="float32"):
+  """The activation dtype of the step graphs that are not given one: the
+  main job's and the studies' (the variables stay float32).
+
+    mtf_switch.activation_dtype.dtype = "bfloat16"
+
+  Args:
+    dtype: one of ACTIVATION_DTYPES.
+
+  Returns:
+    tf.DType.
+
+  Raises:
+    ValueError: on another dtype, naming it.
+  """
+  if dtype not in ACTIVATION_DTYPES:
+    raise ValueError("mtf_switch.activation_dtype.dtype must be one of %s, "
+                     "got %r" % (", ".join(ACTIVATION_DTYPES), dtype))
+  return tf.as_dtype(dtype)
+
+
 def gradients(loss):
   """The gradients of a scalar mtf loss with respect to every trainable
   variable of its graph.
@@ -70,7 +99,7 @@ def gradients(loss):
 
 def build_step_graph(model, batch_size, input_length, target_length,
                      mesh_shape="", layout="", train=True,
-                     make_optimizer=None, activation_dtype=tf.float32, seed=1,
+                     make_optimizer=None, activation_dtype=None, seed=1,
                      max_to_keep=3, mesh_devices=None):
   """Builds and lowers one training (or evaluation) step on CPU.
 
@@ -86,7 +115,8 @@ def build_step_graph(model, batch_size, input_length, target_length,
     make_optimizer: a function returning an mtf.optimize.Optimizer, called
       inside the step's graph (an optimizer makes its tensors when built);
       default Adafactor with learning rate 1e-2 (the main job's).
-    activation_dtype: tf.float32 or tf.bfloat16.
+    activation_dtype: tf.float32 or tf.bfloat16; None is the gin setting
+      (`configured_activation_dtype`, float32 by default).
     seed: graph-level TensorFlow seed (initializers, dropout, jitter).
     max_to_keep: checkpoints the saver keeps.
     mesh_devices: None, or a device name per mesh position
@@ -96,6 +126,7 @@ def build_step_graph(model, batch_size, input_length, target_length,
     StepGraph.
   """
   check_shape(batch_size, input_length, target_length)
+  activation_dtype = activation_dtype or configured_activation_dtype()
   input_vocab_size, output_vocab_size = vocab_sizes(model)
   graph = tf.Graph()
   with graph.as_default():

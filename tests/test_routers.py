@@ -199,3 +199,64 @@ def test_experts_choose_router_in_an_encoder_layer_matches_numpy(
     want[g, s] += routed["combine"][g, s, e, c] * (hidden @ weights["wo"][e])
   np.testing.assert_allclose(got["y"], want.reshape(x.shape), rtol=1e-4,
                              atol=1e-5)
+
+
+def _argmax_layer(float32_router):
+  return layers.SwitchFeedForward(
+      router=routers.TokensChooseRouter(policy="argmax",
+                                        float32_router=float32_router),
+      num_experts=4, hidden_size=helpers.D_FF, group_size=helpers.LENGTH,
+      capacity_factor_train=1.0, min_capacity=1)
+
+
+@pytest.mark.parametrize("float32_router", [True, False])
+def test_router_matmul_and_softmax_dtype(float32_router):
+  """Selective precision (Section 2.4) keeps the router's matmul and
+  softmax in float32 in a bfloat16 model; float32_router=False (Table 2's
+  "bfloat16" row) takes them in bfloat16."""
+  tf.reset_default_graph()
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch_dim = mtf.Dimension("batch", 2)
+  length_dim = mtf.Dimension("length", helpers.LENGTH)
+  x = mtf.cast(mtf.random_uniform(
+      mesh, [batch_dim, length_dim, mtf.Dimension("d_model", 4)]),
+               tf.bfloat16)
+  context = helpers.make_context(mesh, batch_dim, length_dim,
+                                 activation_dtype=tf.bfloat16)
+  _argmax_layer(float32_router).call(context, x)
+  want = tf.float32 if float32_router else tf.bfloat16
+  router_var, = [v for v in graph.trainable_variables if "router" in v.name]
+  router_matmul, = [op for op in graph.operations
+                    if isinstance(op, mtf.EinsumOperation)
+                    and router_var.outputs[0] in op.inputs]
+  assert [t.dtype for t in router_matmul.inputs] == [want, want]
+  assert router_matmul.outputs[0].dtype == want
+  softmax_ops = [op for op in graph.operations
+                 if "softmax" in op.name and op.outputs]
+  assert softmax_ops and all(op.outputs[0].dtype == want
+                             for op in softmax_ops)
+
+
+def test_bfloat16_router_rounds_its_probabilities():
+  """With bfloat16 activations the float32 router's probabilities are a
+  float32 layer's (on bfloat16-representable inputs), the bfloat16
+  router's carry bfloat16 rounding; with float32 activations the two
+  routers are one."""
+  x = helpers.to_bfloat16(np.random.RandomState(3).randn(
+      helpers.BATCH, helpers.LENGTH, helpers.D_MODEL))
+
+  def routing_stats(float32_router, activation_dtype):
+    got, _ = helpers.run_layer(_argmax_layer(float32_router), x,
+                               activation_dtype=activation_dtype)
+    return np.array([got["switch/router_confidence"],
+                     got["switch/router_entropy"]])
+
+  float32_layer = routing_stats(True, tf.float32)
+  np.testing.assert_array_equal(routing_stats(True, tf.bfloat16),
+                                float32_layer)
+  np.testing.assert_array_equal(routing_stats(False, tf.float32),
+                                float32_layer)
+  bfloat16_router = routing_stats(False, tf.bfloat16)
+  assert np.all(bfloat16_router != float32_layer)
+  np.testing.assert_allclose(bfloat16_router, float32_layer, rtol=2e-2)

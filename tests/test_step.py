@@ -72,3 +72,32 @@ def test_vocabulary_sizes_of_each_kind_of_model():
       distillation.Distillation(encoder_decoder)) == (32, 32)
   assert step_lib.vocab_sizes(helpers.tiny_switch_lm(vocab_size=24)) == (
       24, 24)
+
+
+def _float_dtypes(graph):
+  return {t.dtype for op in graph.get_operations() for t in op.outputs
+          if t.dtype.is_floating}
+
+
+def test_gin_sets_the_activation_dtype_of_step_graphs():
+  """`mtf_switch.activation_dtype.dtype` (the main job's and the studies'
+  precision): bfloat16 activations in the step graph, float32 weights."""
+  model = helpers.tiny_switch_lm()
+  step = step_lib.build_step_graph(model, 2, 8, 8)
+  assert tf.bfloat16 not in _float_dtypes(step.graph)
+  model = helpers.tiny_switch_lm(
+      bindings=["mtf_switch.activation_dtype.dtype = 'bfloat16'"])
+  step = step_lib.build_step_graph(model, 2, 8, 8)
+  assert tf.bfloat16 in _float_dtypes(step.graph)
+  assert {v.dtype.base_dtype for v in step.weights} == {tf.float32}
+  # A dtype given by the caller wins over gin.
+  step = step_lib.build_step_graph(model, 2, 8, 8,
+                                   activation_dtype=tf.float32)
+  assert tf.bfloat16 not in _float_dtypes(step.graph)
+
+
+def test_activation_dtype_refuses_other_dtypes():
+  model = helpers.tiny_switch_lm(
+      bindings=["mtf_switch.activation_dtype.dtype = 'float16'"])
+  with pytest.raises(ValueError, match=r"float32, bfloat16, got 'float16'"):
+    step_lib.build_step_graph(model, 2, 8, 8)
