@@ -13,7 +13,8 @@ needs to reach that loss at these step times.
   python benchmarks/study_step_time.py --study studies/experts_decay.gin \
       --out benchmarks/results
 
-writes study_step_time.csv, .md and .png.
+writes study_step_time_experts_decay.csv, .md and .png (named after the
+study).
 """
 import argparse
 import csv
@@ -102,9 +103,9 @@ def read_summary(path):
             for r in csv.DictReader(f) if r["steps_to_baseline"]}
 
 
-def write(result, out_dir, title):
+def write(result, out_dir, study_name, title):
   os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, "study_step_time")
+  path = os.path.join(out_dir, "study_step_time_" + study_name)
   with open(path + ".csv", "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(result[0]))
     writer.writeheader()
@@ -167,7 +168,7 @@ def main(argv=None):
   title = ("%s: median s/step over %d rounds of %d steps, models in turns "
            "(%s)" % (study.name, args.rounds, args.steps,
                      time.strftime("%Y-%m-%d")))
-  path = write(result, args.out, title)
+  path = write(result, args.out, study.name, title)
   with open(path + ".md") as f:
     print(f.read())
 
