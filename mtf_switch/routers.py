@@ -2,10 +2,9 @@
 
 A router records its hyperparameters and, called on a group of tokens,
 returns `routing.RoutingInstructions`.  The base class computes the router
-logits in float32 (Sections 2.1 and 2.4; `float32_router=False` keeps
-them in the activation dtype, Table 2's bfloat16 baseline); a subclass
-decides the
-assignment and calls the shared math of `mtf_switch.routing`
+logits in float32 (Sections 2.1 and 2.4; `float32_router=False` keeps them
+in the activation dtype, Table 2's bfloat16 baseline); a subclass decides
+the assignment and calls the shared math of `mtf_switch.routing`
 (`routing.instructions`: capacity cut, dispatch/combine, load-balancing
 loss, z-loss, metrics), so every router reports the same metrics and
 losses.  Each router checks its own settings when it is made.
@@ -46,10 +45,15 @@ class Router:
         baseline when the activations are bfloat16.
 
     Raises:
-      ValueError: on a negative coefficient.
+      ValueError: on a negative coefficient or a float32_router that is
+        not a bool.
     """
     routing.check_loss_coef(aux_loss_coef, "aux_loss_coef")
     routing.check_loss_coef(z_loss_coef, "z_loss_coef")
+    if not isinstance(float32_router, bool):
+      raise ValueError("float32_router must be True (selective precision) "
+                       "or False (the router in the activation dtype), got "
+                       "%r" % (float32_router,))
     self.aux_loss_coef = aux_loss_coef
     self.z_loss_coef = z_loss_coef
     self.float32_router = float32_router

@@ -20,6 +20,8 @@ from mtf_switch import step as step_lib
     (dict(dropout_rate=1.5), r"dropout_rate must be in \[0, 1\), got 1.5"),
     (dict(aux_loss_coef=-0.01), r"aux_loss_coef must be >= 0.*-0.01"),
     (dict(z_loss_coef=-1.0), r"z_loss_coef must be >= 0.*-1.0"),
+    (dict(float32_router="bfloat16"),
+     r"float32_router must be True .* or False .*got 'bfloat16'"),
 ])
 def test_tokens_choose_router_refuses_bad_settings(kwargs, match):
   with pytest.raises(ValueError, match=match):
