@@ -108,6 +108,19 @@ def assert_same_loss_and_gradients(got, want, nonzero_grads_containing):
   assert grads and all(np.abs(got[n]).sum() > 0 for n in grads)
 
 
+def router_ops(graph):
+  """(the router's matmul, its softmax ops) in an mtf graph of one Switch
+  layer: what the precision tests read the dtypes of."""
+  router_var, = [v for v in graph.trainable_variables if "router" in v.name]
+  matmul, = [op for op in graph.operations
+             if isinstance(op, mtf.EinsumOperation)
+             and router_var.outputs[0] in op.inputs]
+  softmax_ops = [op for op in graph.operations
+                 if "softmax" in op.name and op.outputs]
+  assert softmax_ops
+  return matmul, softmax_ops
+
+
 # The small Switch layer that the layer and dispatch tests apply to
 # [BATCH, LENGTH, D_MODEL] inputs.
 BATCH, LENGTH, D_MODEL, D_FF = 4, 8, 6, 5

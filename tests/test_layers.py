@@ -284,16 +284,11 @@ def test_bfloat16_model_keeps_router_in_float32():
                                  activation_dtype=tf.bfloat16)
   y = _layer().call(context, x)
   assert y.dtype == tf.bfloat16
-  router_var, = [v for v in graph.trainable_variables if "router" in v.name]
-  einsums = [op for op in graph.operations if isinstance(op, mtf.EinsumOperation)]
-  router_matmul, = [op for op in einsums
-                    if router_var.outputs[0] in op.inputs]
+  router_matmul, softmax_ops = helpers.router_ops(graph)
   assert router_matmul.outputs[0].dtype == tf.float32
   assert all(t.dtype == tf.float32 for t in router_matmul.inputs)
-  softmax_ops = [op for op in graph.operations if "softmax" in op.name
-                 and op.outputs]
-  assert softmax_ops and all(op.outputs[0].dtype == tf.float32
-                             for op in softmax_ops)
+  assert all(op.outputs[0].dtype == tf.float32 for op in softmax_ops)
+  einsums = [op for op in graph.operations if isinstance(op, mtf.EinsumOperation)]
   dims_of = lambda op: set(op.outputs[0].shape.dimension_names)
   dispatch_einsums = [op for op in einsums
                       if {"experts_unsplit", "capacity"} <= dims_of(op)

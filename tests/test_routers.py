@@ -228,16 +228,10 @@ def test_router_matmul_and_softmax_dtype(float32_router):
                                  activation_dtype=tf.bfloat16)
   _argmax_layer(float32_router).call(context, x)
   want = tf.float32 if float32_router else tf.bfloat16
-  router_var, = [v for v in graph.trainable_variables if "router" in v.name]
-  router_matmul, = [op for op in graph.operations
-                    if isinstance(op, mtf.EinsumOperation)
-                    and router_var.outputs[0] in op.inputs]
+  router_matmul, softmax_ops = helpers.router_ops(graph)
   assert [t.dtype for t in router_matmul.inputs] == [want, want]
   assert router_matmul.outputs[0].dtype == want
-  softmax_ops = [op for op in graph.operations
-                 if "softmax" in op.name and op.outputs]
-  assert softmax_ops and all(op.outputs[0].dtype == want
-                             for op in softmax_ops)
+  assert all(op.outputs[0].dtype == want for op in softmax_ops)
 
 
 def test_bfloat16_router_rounds_its_probabilities():
