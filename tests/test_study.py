@@ -1,9 +1,15 @@
 """Study configuration: its checks, and run dirs bound to one configuration."""
+import glob
+import os
+
+import gin
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import study as study_lib
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _study():
@@ -64,3 +70,45 @@ def test_learning_rate_decays_linearly_over_the_last_fraction():
   with pytest.raises(ValueError, match=r"decay_fraction=1.5 must be in "
                      r"\[0, 1\]"):
     study_lib.Study(name="s", models={"dense": []}, decay_fraction=1.5)
+
+
+_STUDIES = sorted(glob.glob(os.path.join(_REPO, "gin", "studies", "[!_]*.gin")))
+
+
+def _load(study_file):
+  gin.clear_config()
+  gin.parse_config_file(study_file)
+  return study_lib.Study()
+
+
+@pytest.mark.parametrize("study_file", _STUDIES, ids=os.path.basename)
+def test_a_shipped_study_loads_and_its_models_configs_parse(study_file):
+  study = _load(study_file)
+  for model in study.models:
+    study_lib.parse_model_config(study.models[model])
+
+
+def test_a_curve_shared_by_two_studies_comes_from_one_configuration():
+  # Studies reuse runs by copying curves between docs/studies/<name>/curves;
+  # the runner then skips them.  A copy is only honest if both studies
+  # would have trained that run with the same configuration.
+  configs = {}  # curve content -> (study, run config)
+  shared = 0
+  for study_file in _STUDIES:
+    study = _load(study_file)
+    for model, seed in study.runs():
+      path = os.path.join(_REPO, study_lib.curve_path(
+          os.path.join("docs", "studies", study.name), model, seed))
+      if not os.path.exists(path):
+        continue
+      with open(path) as f:
+        content = f.read()
+      config = study_lib.run_config(study, model, seed)
+      if content in configs:
+        shared += 1
+        other_study, other_config = configs[content]
+        assert config == other_config, (
+            "%s and %s share the curve of %s-seed%d but configure it "
+            "differently" % (other_study, study.name, model, seed))
+      configs[content] = (study.name, config)
+  assert shared >= 10  # the decay study's runs are copied into several
