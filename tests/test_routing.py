@@ -203,3 +203,32 @@ def test_bfloat16_dispatch_and_combine_with_float32_router_math():
   assert result.combine.dtype == tf.bfloat16
   for name, value in result.metrics.items():
     assert value.dtype == tf.float32, name
+
+
+def _cumsum(x, exclusive, layout):
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  dims = [mtf.Dimension("groups", x.shape[0]),
+          mtf.Dimension("group_size", x.shape[1]),
+          mtf.Dimension("experts", x.shape[2])]
+  mtf_x = helpers.import_array(mesh, x, dims)
+  return helpers.run(graph, mesh, {
+      "cumsum": routing.cumsum(mtf_x, dims[1], exclusive=exclusive)},
+                     mesh_shape="b:2;e:2", layout=layout)["cumsum"]
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_cumsum_matches_numpy_with_groups_and_experts_split(exclusive):
+  x = np.random.RandomState(0).randint(0, 2, (4, 6, 4)).astype(np.float32)
+  want = np.cumsum(x, axis=1) - (x if exclusive else 0)
+  with tf.Graph().as_default():
+    got = _cumsum(x, exclusive, layout="groups:b;experts:e")
+  np.testing.assert_array_equal(got, want)
+
+
+def test_cumsum_refuses_a_layout_that_splits_its_dimension():
+  x = np.ones((4, 6, 4), np.float32)
+  with tf.Graph().as_default():
+    with pytest.raises(ValueError, match=r"cumsum runs along 'group_size', "
+                       r"which the layout splits"):
+      _cumsum(x, False, layout="group_size:b")
