@@ -407,9 +407,9 @@ def cumsum(x, dim, exclusive=False):
   mtf.cumsum multiplies by a [dim, dim] triangular matrix: group_size^2 x
   experts multiply-adds a group for the slot positions, which at 2048-token
   groups and 64 experts (d_model 128, d_ff 512) is four fifths of the
-  experts' forward matmuls.
-  Here every slice runs tf.cumsum.  The group_size dimension is never split
-  over the mesh (groups and experts are), so a slice holds whole rows.
+  experts' forward matmuls.  Here every slice runs tf.cumsum: the
+  group_size dimension is never split over the mesh (groups and experts
+  are), so a slice holds whole rows.
 
   Args:
     x: a Tensor.
@@ -420,29 +420,31 @@ def cumsum(x, dim, exclusive=False):
   Returns:
     a Tensor with the shape and dtype of x.
   """
-  axis = x.shape.dims.index(dim)
-  return _CumsumOperation(
-      lambda t: tf.cumsum(t, axis=axis, exclusive=exclusive), [x],
-      [x.shape], [x.dtype],
-      splittable_dims=[d for d in x.shape.dims if d != dim],
-      name="cumsum").outputs[0]
+  return _CumsumOperation(x, dim, exclusive).outputs[0]
 
 
 class _CumsumOperation(mtf.SlicewiseOperation):
-  """A slicewise cumsum that names its dimension if the layout splits it
-  (mtf.SlicewiseOperation's own message fails to format)."""
+  """tf.cumsum on every slice; refuses, naming it, a layout that splits the
+  summed dimension (mtf.SlicewiseOperation's own message fails to
+  format)."""
+
+  def __init__(self, x, dim, exclusive):
+    axis = x.shape.dims.index(dim)
+    super().__init__(
+        lambda t: tf.cumsum(t, axis=axis, exclusive=exclusive), [x],
+        [x.shape], [x.dtype],
+        splittable_dims=[d for d in x.shape.dims if d != dim], name="cumsum")
+    self._dim = dim
 
   def lower(self, lowering):
-    mesh_impl = lowering.mesh_impl(self)
-    x = self.inputs[0]
-    for dim in x.shape.dims:
-      if (dim.name in self._unsplittable_dims and
-          mesh_impl.tensor_dimension_to_mesh_axis(dim) is not None):
-        raise ValueError(
-            "cumsum runs along %r, which the layout splits over the mesh; "
-            "lay out only the other dimensions (%s)" % (
-                dim.name, ", ".join(d.name for d in x.shape.dims
-                                    if d.name != dim.name)))
+    if lowering.mesh_impl(self).tensor_dimension_to_mesh_axis(
+        self._dim) is not None:
+      raise ValueError(
+          "cumsum runs along %r, which the layout splits over the mesh; "
+          "lay out only the other dimensions (%s)" % (
+              self._dim.name, ", ".join(d.name for d in
+                                        self.inputs[0].shape.dims
+                                        if d != self._dim)))
     super().lower(lowering)
 
 
