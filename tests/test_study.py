@@ -2,11 +2,11 @@
 import glob
 import os
 
-import gin
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import run_study
 from mtf_switch import study as study_lib
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,15 +75,9 @@ def test_learning_rate_decays_linearly_over_the_last_fraction():
 _STUDIES = sorted(glob.glob(os.path.join(_REPO, "gin", "studies", "[!_]*.gin")))
 
 
-def _load(study_file):
-  gin.clear_config()
-  gin.parse_config_file(study_file)
-  return study_lib.Study()
-
-
 @pytest.mark.parametrize("study_file", _STUDIES, ids=os.path.basename)
 def test_a_shipped_study_loads_and_its_models_configs_parse(study_file):
-  study = _load(study_file)
+  study = run_study.load_study(study_file, quick=False)
   for model in study.models:
     study_lib.parse_model_config(study.models[model])
 
@@ -95,7 +89,7 @@ def test_a_curve_shared_by_two_studies_comes_from_one_configuration():
   configs = {}  # curve content -> (study, run config)
   shared = 0
   for study_file in _STUDIES:
-    study = _load(study_file)
+    study = run_study.load_study(study_file, quick=False)
     for model, seed in study.runs():
       path = os.path.join(_REPO, study_lib.curve_path(
           os.path.join("docs", "studies", study.name), model, seed))
