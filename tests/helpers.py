@@ -18,6 +18,9 @@ from mtf_switch import step
 
 tf.disable_eager_execution()
 
+# The repository's root (gin/, docs/, benchmarks/).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def fake_model(layout=None, mesh_shape=None):
   """Stands in for the Unitransformer that a transformer.Context points at."""

@@ -2,14 +2,13 @@
 import glob
 import os
 
+import helpers
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import run_study
 from mtf_switch import study as study_lib
-
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _study():
@@ -72,7 +71,8 @@ def test_learning_rate_decays_linearly_over_the_last_fraction():
     study_lib.Study(name="s", models={"dense": []}, decay_fraction=1.5)
 
 
-_STUDIES = sorted(glob.glob(os.path.join(_REPO, "gin", "studies", "[!_]*.gin")))
+_STUDIES = sorted(glob.glob(os.path.join(helpers.REPO, "gin", "studies",
+                                          "[!_]*.gin")))
 
 
 @pytest.mark.parametrize("study_file", _STUDIES, ids=os.path.basename)
@@ -91,7 +91,7 @@ def test_a_curve_shared_by_two_studies_comes_from_one_configuration():
   for study_file in _STUDIES:
     study = run_study.load_study(study_file, quick=False)
     for model, seed in study.runs():
-      path = os.path.join(_REPO, study_lib.curve_path(
+      path = os.path.join(helpers.REPO, study_lib.curve_path(
           os.path.join("docs", "studies", study.name), model, seed))
       if not os.path.exists(path):
         continue
