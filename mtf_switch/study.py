@@ -51,7 +51,7 @@ class Study:
                eval_every=100, eval_batches=20, batch_size=16,
                input_length=64, target_length=16, learning_rate=1e-2,
                baseline="dense", description="", shuffle_buffer_size=100000,
-               decay_fraction=0.0, teachers=None):
+               decay_fraction=0.0, teachers=None, ladder=()):
     """Records the study.
 
     Args:
@@ -85,11 +85,15 @@ class Study:
         teacher's finished run of the same seed.  Bind
         `mtf_switch.Distillation.fraction_soft` in the student's config to
         change the loss's mix.
+      ladder: models in the order they should improve (for example by
+        expert count, Figure 4): the summary says whether each ends clearly
+        below the one before it.  Reporting only; no run depends on it.
 
     Raises:
       ValueError: on an empty model list, a baseline not among the models,
-        eval_every not dividing steps, decay_fraction outside [0, 1], or a
-        student or teacher not among the models.
+        eval_every not dividing steps, decay_fraction outside [0, 1], a
+        student or teacher not among the models, or a ladder of fewer than
+        two models or with one not among the models.
     """
     if not models:
       raise ValueError("study %r has no models" % name)
@@ -110,6 +114,12 @@ class Study:
             "teachers %r of study %r: a student and its teacher must both be "
             "among the models %s, and a teacher must not be a student"
             % (teachers, name, sorted(models)))
+    ladder = list(ladder)
+    if ladder and (len(ladder) < 2 or not set(ladder) <= set(models)
+                   or len(set(ladder)) < len(ladder)):
+      raise ValueError(
+          "ladder %r of study %r must list two or more distinct models, "
+          "each among %s" % (ladder, name, sorted(models)))
     self.name = name
     self.models = dict(models)
     self.seeds = list(seeds)
@@ -126,6 +136,7 @@ class Study:
     self.shuffle_buffer_size = shuffle_buffer_size
     self.decay_fraction = decay_fraction
     self.teachers = teachers
+    self.ladder = ladder
 
   def runs(self):
     """(model, seed) of every run, seeds outermost: the first seed of every
@@ -138,7 +149,7 @@ class Study:
                  eval_every, 2, self.batch_size, self.input_length,
                  self.target_length, self.learning_rate, self.baseline,
                  self.description, min(self.shuffle_buffer_size, 1000),
-                 self.decay_fraction, self.teachers)
+                 self.decay_fraction, self.teachers, self.ladder)
 
   def learning_rate_at(self, step):
     """The learning rate of a training step (a tf scalar).

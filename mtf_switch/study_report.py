@@ -4,9 +4,10 @@ Per model, over its seeds: the final validation loss (mean and standard
 deviation), the step time, and, against the study's baseline, the steps
 and the training seconds after which the model's mean curve reaches the
 baseline's final mean validation loss (linear interpolation between
-evaluations) with the speed-ups they give.  A difference from the baseline
-counts as clear when it is larger than twice the larger of the two seed
-standard deviations (and is not judged with fewer than two seeds).
+evaluations) with the speed-ups they give; along the study's ladder, each
+model against the one before it.  A difference counts as clear when it is
+larger than twice the larger of the two seed standard deviations (and is
+not judged with fewer than two seeds on either side).
 """
 import csv
 import os
@@ -18,7 +19,8 @@ from mtf_switch import study as study_lib
 SUMMARY_FIELDS = (
     "model", "seeds", "final_validation_loss", "final_validation_loss_std",
     "delta_vs_baseline", "clear", "step_seconds", "steps_to_baseline",
-    "step_speedup", "seconds_to_baseline", "time_speedup")
+    "step_speedup", "seconds_to_baseline", "time_speedup", "previous",
+    "delta_vs_previous", "clear_vs_previous")
 
 
 def load_curves(study, results_dir):
@@ -53,6 +55,15 @@ def first_crossing(xs, ys, level):
   return None
 
 
+def is_clear(delta, stds, seeds):
+  """Whether a difference of final losses is clear: larger than twice the
+  larger of the two models' seed stds; "" (not judged) with fewer than two
+  seeds of either."""
+  if min(seeds) < 2:
+    return ""
+  return abs(delta) > 2 * max(stds)
+
+
 def summarize(study, curves):
   """One summary row per model with runs (dicts of SUMMARY_FIELDS)."""
   rows = []
@@ -60,7 +71,7 @@ def summarize(study, curves):
   base_final = base_std = None
   if base:
     _, loss, std = mean_curve(base, "validation_loss")
-    base_final, base_std = loss[-1], std[-1]
+    base_final, base_std = float(loss[-1]), float(std[-1])
     base_steps = float(mean_curve(base, "step")[1][-1])
     base_seconds = float(mean_curve(base, "train_seconds")[1][-1])
   for model in study.models:
@@ -79,9 +90,8 @@ def summarize(study, curves):
       reach_time = first_crossing(seconds, loss, base_final)
       row.update(
           delta_vs_baseline=round(delta, 4),
-          # A spread needs two seeds of each: with fewer, say nothing.
-          clear=(abs(delta) > 2 * max(float(std[-1]), float(base_std))
-                 if min(len(runs), len(base)) >= 2 else ""),
+          clear=is_clear(delta, (float(std[-1]), base_std),
+                         (len(runs), len(base))),
           steps_to_baseline=(round(reach_step) if reach_step is not None
                              else ""),
           step_speedup=(round(base_steps / reach_step, 2)
@@ -91,11 +101,36 @@ def summarize(study, curves):
           time_speedup=(round(base_seconds / reach_time, 2)
                         if reach_time else ""))
     rows.append(row)
+  _compare_along_ladder(study, curves, rows)
   return rows
 
 
+def _compare_along_ladder(study, curves, rows):
+  """Adds each ladder model's comparison with the ladder model before it
+  that has runs (the previous_* fields of SUMMARY_FIELDS)."""
+  finals = {}
+  for model in study.ladder:
+    if curves.get(model):
+      _, loss, std = mean_curve(curves[model], "validation_loss")
+      finals[model] = (float(loss[-1]), float(std[-1]), len(curves[model]))
+  by_model = {r["model"]: r for r in rows}
+  present = [m for m in study.ladder if m in finals]
+  for previous, model in zip(present, present[1:]):
+    (loss_a, std_a, seeds_a), (loss_b, std_b, seeds_b) = (
+        finals[previous], finals[model])
+    by_model[model].update(
+        previous=previous, delta_vs_previous=round(loss_b - loss_a, 4),
+        clear_vs_previous=is_clear(loss_b - loss_a, (std_a, std_b),
+                                   (seeds_a, seeds_b)))
+
+
+def _yes_no(clear):
+  return {True: "yes", False: "no"}.get(clear, "")
+
+
 def markdown_table(study, rows):
-  """The summary as a markdown table, with the study's description."""
+  """The summary as a markdown table, with the study's description, and
+  the ladder's steps as a second table."""
   header = ("| model | seeds | final val. loss (mean +- std) | vs %s | "
             "clear (> 2 std) | s/step | steps to %s's final | step "
             "speed-up | seconds to %s's final | time speed-up |"
@@ -110,17 +145,27 @@ def markdown_table(study, rows):
                      r["final_validation_loss_std"],
                      "%+.4f" % r["delta_vs_baseline"]
                      if "delta_vs_baseline" in r else "",
-                     {True: "yes", False: "no"}.get(r.get("clear"), ""),
+                     _yes_no(r.get("clear")),
                      r["step_seconds"], r.get("steps_to_baseline", ""),
                      r.get("step_speedup", ""),
                      r.get("seconds_to_baseline", ""),
                      r.get("time_speedup", "")))
+  steps = sorted((r for r in rows if r.get("previous")),
+                 key=lambda r: study.ladder.index(r["model"]))
+  if steps:
+    lines += ["", "Along the ladder, each model against the one before it:",
+              "", "| model | against | difference | clear (> 2 std) |",
+              "|---|---|---|---|"]
+    lines += ["| %s | %s | %+.4f | %s |" % (
+        r["model"], r["previous"], r["delta_vs_previous"],
+        _yes_no(r["clear_vs_previous"])) for r in steps]
   return "\n".join(lines) + "\n"
 
 
 def plot(study, curves, out_dir):
   """validation.png (loss vs steps and vs training seconds, seed spread
-  shaded) and routing.png (routing metrics vs steps); returns the paths."""
+  shaded), routing.png (routing metrics vs steps) and, for a study with a
+  ladder, ladder.png (final loss along it); returns the paths."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -163,6 +208,30 @@ def plot(study, curves, out_dir):
     axes[0].legend()
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "routing.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+  ladder = [m for m in study.ladder if curves.get(m)]
+  if len(ladder) >= 2:
+    finals = [mean_curve(curves[m], "validation_loss") for m in ladder]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.errorbar(range(len(ladder)), [loss[-1] for _, loss, _ in finals],
+                yerr=[std[-1] for _, _, std in finals], marker="o",
+                capsize=4, label="final validation loss, +- 1 std")
+    if curves.get(study.baseline):
+      _, loss, std = mean_curve(curves[study.baseline], "validation_loss")
+      ax.axhline(loss[-1], color="gray", linestyle="--",
+                 label="%s (+- 1 std shaded)" % study.baseline)
+      ax.axhspan(loss[-1] - std[-1], loss[-1] + std[-1], color="gray",
+                 alpha=0.2)
+    ax.set_xticks(range(len(ladder)))
+    ax.set_xticklabels(ladder, rotation=20, ha="right")
+    ax.set_ylabel("validation loss (nats per target token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("%s: mean over seeds" % study.name)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "ladder.png"))
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
   return paths

@@ -66,3 +66,63 @@ def test_mean_curve_truncates_to_the_shortest_run():
   np.testing.assert_array_equal(steps, [100, 200])
   np.testing.assert_allclose(mean, [5.0, 4.0])
   np.testing.assert_allclose(std, [1.0, 1.0])
+
+
+def _ladder_study(ladder=("switch_2", "switch_4", "switch_8", "switch_16")):
+  return study_lib.Study(
+      name="s", models={"dense": [], "switch_2": [], "switch_4": [],
+                        "switch_8": [], "switch_16": []},
+      seeds=[1, 2], steps=100, eval_every=100, ladder=ladder)
+
+
+def _ladder_curves():
+  # Finals: dense 3.5, switch_2 3.4 +- 0.01, switch_4 3.3 +- 0.01 (clear),
+  # switch_16 3.28 +- 0.02 (within twice the larger std), no switch_8 runs.
+  return {"dense": {1: _rows([3.5], 1.0), 2: _rows([3.5], 1.0)},
+          "switch_2": {1: _rows([3.39], 1.0), 2: _rows([3.41], 1.0)},
+          "switch_4": {1: _rows([3.29], 1.0), 2: _rows([3.31], 1.0)},
+          "switch_16": {1: _rows([3.26], 1.0), 2: _rows([3.30], 1.0)}}
+
+
+def test_ladder_compares_each_model_with_the_one_before_it():
+  rows = {r["model"]: r
+          for r in study_report.summarize(_ladder_study(), _ladder_curves())}
+  assert "previous" not in rows["switch_2"]
+  assert rows["switch_4"]["previous"] == "switch_2"
+  assert rows["switch_4"]["delta_vs_previous"] == pytest.approx(-0.1)
+  assert rows["switch_4"]["clear_vs_previous"] is True
+  # switch_8 has no runs: switch_16 is compared with switch_4.
+  assert rows["switch_16"]["previous"] == "switch_4"
+  assert rows["switch_16"]["delta_vs_previous"] == pytest.approx(-0.02)
+  assert rows["switch_16"]["clear_vs_previous"] is False  # 0.02 < 2 * 0.02
+  markdown = study_report.markdown_table(
+      _ladder_study(), [rows[m] for m in ("switch_16", "dense", "switch_4")])
+  # In the ladder's order, whatever the rows' order.
+  assert ("| switch_4 | switch_2 | -0.1000 | yes |\n"
+          "| switch_16 | switch_4 | -0.0200 | no |") in markdown
+
+
+def test_ladder_with_one_seed_is_not_judged():
+  curves = {m: {1: runs[1]} for m, runs in _ladder_curves().items()}
+  rows = {r["model"]: r
+          for r in study_report.summarize(_ladder_study(), curves)}
+  assert rows["switch_4"]["clear_vs_previous"] == ""
+
+
+def test_ladder_plot_is_written(tmp_path):
+  paths = study_report.plot(_ladder_study(), _ladder_curves(), str(tmp_path))
+  ladder_png = str(tmp_path / "ladder.png")
+  assert ladder_png in paths
+  with open(ladder_png, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  no_ladder = str(tmp_path / "none")
+  (tmp_path / "none").mkdir()
+  assert not any(p.endswith("ladder.png") for p in study_report.plot(
+      _study(), {"dense": _ladder_curves()["dense"]}, no_ladder))
+
+
+@pytest.mark.parametrize("ladder", [("switch_2",), ("switch_2", "switch_3"),
+                                    ("switch_2", "switch_2")])
+def test_a_bad_ladder_is_refused_naming_it(ladder):
+  with pytest.raises(ValueError, match="ladder .*switch_2"):
+    _ladder_study(ladder)
