@@ -107,7 +107,8 @@ def summarize(study, curves):
 
 def _compare_along_ladder(study, curves, rows):
   """Adds each ladder model's comparison with the ladder model before it
-  that has runs (the previous_* fields of SUMMARY_FIELDS)."""
+  that has runs (the `previous`, `delta_vs_previous` and
+  `clear_vs_previous` fields)."""
   finals = {}
   for model in study.ladder:
     if curves.get(model):
