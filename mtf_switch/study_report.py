@@ -55,6 +55,12 @@ def first_crossing(xs, ys, level):
   return None
 
 
+def final_loss(runs):
+  """(mean, std) over seeds of the runs' last validation loss, as floats."""
+  _, loss, std = mean_curve(runs, "validation_loss")
+  return float(loss[-1]), float(std[-1])
+
+
 def is_clear(delta, stds, seeds):
   """Whether a difference of final losses is clear: larger than twice the
   larger of the two models' seed stds; "" (not judged) with fewer than two
@@ -70,8 +76,7 @@ def summarize(study, curves):
   base = curves.get(study.baseline)
   base_final = base_std = None
   if base:
-    _, loss, std = mean_curve(base, "validation_loss")
-    base_final, base_std = float(loss[-1]), float(std[-1])
+    base_final, base_std = final_loss(base)
     base_steps = float(mean_curve(base, "step")[1][-1])
     base_seconds = float(mean_curve(base, "train_seconds")[1][-1])
   for model in study.models:
@@ -109,20 +114,16 @@ def _compare_along_ladder(study, curves, rows):
   """Adds each ladder model's comparison with the ladder model before it
   that has runs (the `previous`, `delta_vs_previous` and
   `clear_vs_previous` fields)."""
-  finals = {}
-  for model in study.ladder:
-    if curves.get(model):
-      _, loss, std = mean_curve(curves[model], "validation_loss")
-      finals[model] = (float(loss[-1]), float(std[-1]), len(curves[model]))
   by_model = {r["model"]: r for r in rows}
-  present = [m for m in study.ladder if m in finals]
+  present = [m for m in study.ladder if curves.get(m)]
   for previous, model in zip(present, present[1:]):
-    (loss_a, std_a, seeds_a), (loss_b, std_b, seeds_b) = (
-        finals[previous], finals[model])
+    (loss_a, std_a), (loss_b, std_b) = (final_loss(curves[previous]),
+                                        final_loss(curves[model]))
     by_model[model].update(
         previous=previous, delta_vs_previous=round(loss_b - loss_a, 4),
-        clear_vs_previous=is_clear(loss_b - loss_a, (std_a, std_b),
-                                   (seeds_a, seeds_b)))
+        clear_vs_previous=is_clear(
+            loss_b - loss_a, (std_a, std_b),
+            (len(curves[previous]), len(curves[model]))))
 
 
 def _yes_no(clear):
@@ -214,17 +215,15 @@ def plot(study, curves, out_dir):
 
   ladder = [m for m in study.ladder if curves.get(m)]
   if len(ladder) >= 2:
-    finals = [mean_curve(curves[m], "validation_loss") for m in ladder]
+    losses, stds = zip(*(final_loss(curves[m]) for m in ladder))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.errorbar(range(len(ladder)), [loss[-1] for _, loss, _ in finals],
-                yerr=[std[-1] for _, _, std in finals], marker="o",
+    ax.errorbar(range(len(ladder)), losses, yerr=stds, marker="o",
                 capsize=4, label="final validation loss, +- 1 std")
     if curves.get(study.baseline):
-      _, loss, std = mean_curve(curves[study.baseline], "validation_loss")
-      ax.axhline(loss[-1], color="gray", linestyle="--",
+      loss, std = final_loss(curves[study.baseline])
+      ax.axhline(loss, color="gray", linestyle="--",
                  label="%s (+- 1 std shaded)" % study.baseline)
-      ax.axhspan(loss[-1] - std[-1], loss[-1] + std[-1], color="gray",
-                 alpha=0.2)
+      ax.axhspan(loss - std, loss + std, color="gray", alpha=0.2)
     ax.set_xticks(range(len(ladder)))
     ax.set_xticklabels(ladder, rotation=20, ha="right")
     ax.set_ylabel("validation loss (nats per target token)")
