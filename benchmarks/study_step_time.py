@@ -8,7 +8,8 @@ them in turns: each round runs --steps steps of every model, in a new order
 per round, so that drift hits all alike.  The median over rounds of each
 model's seconds per step, against the baseline's, and the study's "steps to
 the baseline's final loss" (its summary.csv) give the seconds each model
-needs to reach that loss at these step times.
+needs to reach that loss at these step times, and the curves give each
+model's loss after as much training time as the baseline's whole run.
 
   python benchmarks/study_step_time.py --study studies/experts_decay.gin \
       --out benchmarks/results
@@ -72,9 +73,15 @@ def time_rounds(built, rounds, steps, out):
   return times
 
 
-def rows(times, baseline, summary):
+def rows(times, baseline, summary, curves, study_steps):
   """Result rows: median s/step, ratio to the baseline, and the seconds to
-  the baseline's final loss from summary (model -> steps to it)."""
+  the baseline's final loss from summary (model -> steps to it); then, at
+  equal time (the paper's Table 1 reports quality and speed), the steps
+  each model makes in the time the baseline's whole run of `study_steps`
+  takes at these step times, and its seeds' mean validation loss there
+  (curves: study_report.load_curves; empty past the model's last
+  evaluation)."""
+  from mtf_switch import study_report  # pylint: disable=g-import-not-at-top
   base = statistics.median(times[baseline])
   base_steps = summary.get(baseline)
   result = []
@@ -83,6 +90,9 @@ def rows(times, baseline, summary):
     steps = summary.get(model)
     to_target = median * steps if steps else None
     base_time = base * base_steps if base_steps else None
+    steps_in_time = base * study_steps / median
+    loss_in_time = (study_report.loss_at_step(curves[model], steps_in_time)
+                    if curves.get(model) else None)
     result.append({
         "model": model, "step_seconds": round(median, 4),
         "spread": round(max(seconds) - min(seconds), 4),
@@ -90,7 +100,10 @@ def rows(times, baseline, summary):
         "steps_to_baseline_final": steps,
         "seconds_to_baseline_final": round(to_target, 1) if steps else "",
         "time_speedup": (round(base_time / to_target, 2)
-                         if steps and base_time else "")})
+                         if steps and base_time else ""),
+        "steps_in_baseline_time": round(steps_in_time),
+        "loss_in_baseline_time": (round(loss_in_time, 4)
+                                  if loss_in_time is not None else "")})
   return result
 
 
@@ -161,10 +174,12 @@ def main(argv=None):
                 study.baseline))
   built = {name: build(study, name) for name in names}
   times = time_rounds(built, args.rounds, args.steps, sys.stdout)
-  summary = read_summary(os.path.join(
-      args.results_dir or os.path.join("docs", "studies", study.name),
-      "summary.csv"))
-  result = rows(times, study.baseline, summary)
+  from mtf_switch import study_report  # pylint: disable=g-import-not-at-top
+  results_dir = args.results_dir or os.path.join("docs", "studies",
+                                                 study.name)
+  summary = read_summary(os.path.join(results_dir, "summary.csv"))
+  result = rows(times, study.baseline, summary,
+                study_report.load_curves(study, results_dir), study.steps)
   title = ("%s: median s/step over %d rounds of %d steps, models in turns "
            "(%s)" % (study.name, args.rounds, args.steps,
                      time.strftime("%Y-%m-%d")))

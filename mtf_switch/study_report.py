@@ -55,6 +55,16 @@ def first_crossing(xs, ys, level):
   return None
 
 
+def loss_at_step(runs, step):
+  """The seeds' mean validation loss after `step` training steps, linearly
+  interpolated between evaluations; None past the runs' last evaluation
+  (and before their first)."""
+  steps, loss, _ = mean_curve(runs, "validation_loss")
+  if not steps[0] <= step <= steps[-1]:
+    return None
+  return float(np.interp(step, steps, loss))
+
+
 def final_loss(runs):
   """(mean, std) over seeds of the runs' last validation loss, as floats."""
   _, loss, std = mean_curve(runs, "validation_loss")

@@ -25,6 +25,16 @@ def test_first_crossing_interpolates_linearly():
   assert study_report.first_crossing([100, 200], [5, 4], 3) is None
 
 
+def test_loss_at_step_interpolates_the_seeds_mean():
+  runs = {1: _rows([5.0, 4.0, 3.0], 1.0), 2: _rows([6.0, 5.0, 4.0], 1.0)}
+  # Mean curve 5.5, 4.5, 3.5 at steps 100, 200, 300.
+  assert study_report.loss_at_step(runs, 200) == pytest.approx(4.5)
+  assert study_report.loss_at_step(runs, 250) == pytest.approx(4.0)
+  assert study_report.loss_at_step(runs, 300) == pytest.approx(3.5)
+  assert study_report.loss_at_step(runs, 301) is None
+  assert study_report.loss_at_step(runs, 50) is None
+
+
 def test_summary_speedups_against_the_baseline():
   curves = {
       "dense": {1: _rows([5.0, 4.0, 3.5, 3.0], 1.0),
