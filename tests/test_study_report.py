@@ -5,13 +5,9 @@ import pytest
 from mtf_switch import study as study_lib
 from mtf_switch import study_report
 
+import helpers
 
-def _rows(losses, seconds_per_step, every=100):
-  return [dict(step=every * (i + 1),
-               train_seconds=seconds_per_step * every * (i + 1),
-               train_loss=loss, validation_loss=loss,
-               router_confidence=float("nan"))
-          for i, loss in enumerate(losses)]
+_rows = helpers.curve_rows  # a curve from its losses
 
 
 def _study():

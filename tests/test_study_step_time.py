@@ -4,21 +4,17 @@ import os
 
 import pytest
 
-from helpers import REPO
+import helpers
+
+_rows = helpers.curve_rows  # a curve from its losses
 
 
 def _benchmark():
-  path = os.path.join(REPO, "benchmarks", "study_step_time.py")
+  path = os.path.join(helpers.REPO, "benchmarks", "study_step_time.py")
   spec = importlib.util.spec_from_file_location("study_step_time", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-def _rows(losses, every=100):
-  return [dict(step=every * (i + 1), train_seconds=0.0, train_loss=loss,
-               validation_loss=loss, router_confidence=float("nan"))
-          for i, loss in enumerate(losses)]
 
 
 def test_rows_give_time_to_the_baselines_loss_and_loss_in_its_time():
