@@ -2,12 +2,11 @@ r"""The capacity planner against this CPU: a training step's measured memory.
 
 Trains the main job's model (models/switch_tiny.gin, float32, Adafactor,
 inputs 64 / targets 16 tokens) on one device for a few steps at each batch
-size,
-each in a process of its own, and reads the growth of the process's
-resident memory from just before the weights are initialized to its peak
-(VmHWM, reset through /proc/self/clear_refs).  That growth holds the
-weights, Adafactor's slots, the gradients and whatever the steps keep
-alive; `mtf_switch.plan` estimates the same from the graph (no
+size, each in a process of its own with one malloc arena, and reads the
+growth of the process's resident memory from just before the weights are
+initialized to its peak (VmHWM, reset through /proc/self/clear_refs).
+That growth holds the weights, Adafactor's slots, the gradients and
+whatever the steps keep alive; `mtf_switch.plan` estimates the same from the graph (no
 rematerialization: the main job does not use it), for all the mesh's
 devices together.  One device, not the main job's two virtual ones: on a
 single CPU, TensorFlow's graph optimizer merges the identical ops that a
@@ -94,6 +93,14 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.child and os.environ.get("MALLOC_ARENA_MAX") != "1":
+    # glibc gives threads malloc arenas of their own, and how many TF's
+    # threads take varies: the peak was 1.36 GB in most runs at batch 64
+    # and 1.50-1.76 GB in some (2026-12-04, this 2-core CPU). One arena:
+    # 1.32-1.34 GB in five of five.  glibc reads it at start-up, hence
+    # the new process.
+    os.execve(sys.executable, [sys.executable] + sys.argv,
+              dict(os.environ, MALLOC_ARENA_MAX="1"))
   if args.child:
     kind, batch_size = args.child.split(":")
     result = (measure(int(batch_size), args.steps) if kind == "measure"
