@@ -43,7 +43,8 @@ setuptools.setup(
     description="Switch Transformer layers, configs and tasks for "
                 "Mesh-TensorFlow and T5",
     python_requires=">=3.11,<3.12",
-    packages=["mtf_switch", "mtf_switch.gin_configs", "mtf_switch.tasks"],
+    packages=(setuptools.find_packages(include=["mtf_switch", "mtf_switch.*"])
+              + ["mtf_switch.gin_configs", "mtf_switch.tasks"]),
     py_modules=["_mtf_switch_import_hook"],
     cmdclass={"build_py": BuildPyWithHook},
     package_dir={
@@ -51,12 +52,21 @@ setuptools.setup(
         "mtf_switch.gin_configs": "gin",
         "mtf_switch.tasks": "tasks",
     },
-    package_data={"mtf_switch": ["vocab/*.model",
-                                 "vocab/*.distributions.txt"],
+    package_data={"mtf_switch.corpora": ["vocab/*.model",
+                                         "vocab/*.distributions.txt"],
                   "mtf_switch.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
+    # Every command keeps its `python -m` module; these are the same mains
+    # under the names T5 users know from `t5_mesh_transformer`.
     entry_points={"console_scripts": [
+        "mtf_switch_train = mtf_switch.training.train:main",
+        "mtf_switch_compare = mtf_switch.studies.compare:main",
+        "mtf_switch_study = mtf_switch.studies.run_study:main",
+        "mtf_switch_plan = mtf_switch.planning.plan:main",
+        "mtf_switch_size = mtf_switch.planning.model_size:main",
+        "mtf_switch_export_hf = mtf_switch.hf.export_hf:main",
+        "mtf_switch_import_hf = mtf_switch.hf.import_hf:main",
         "mtf_switch_mesh_transformer = "
-        "mtf_switch.mesh_transformer_main:console_entry_point",
+        "mtf_switch.t5.mesh_transformer_main:console_entry_point",
     ]},
     install_requires=[
         "tensorflow==2.15.1",

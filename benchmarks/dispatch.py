@@ -65,7 +65,7 @@ def merge(old_rows, new_rows):
 
 def measure(variant, experts, group_size, capacity_factor, steps, warmup):
   """Runs in a child process: builds the model, times training steps."""
-  from mtf_switch import compat  # noqa: F401  pylint: disable=g-import-not-at-top
+  from mtf_switch.t5 import compat  # noqa: F401  pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
   import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
   from mesh_tensorflow.transformer import moe  # pylint: disable=g-import-not-at-top
@@ -74,8 +74,8 @@ def measure(variant, experts, group_size, capacity_factor, steps, warmup):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   from mtf_switch import layers  # pylint: disable=g-import-not-at-top
-  from mtf_switch import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from mtf_switch import step  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import step  # pylint: disable=g-import-not-at-top
 
   tf.disable_eager_execution()
   gin.parse_config_files_and_bindings(["models/defaults.gin"], [

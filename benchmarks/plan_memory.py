@@ -6,7 +6,7 @@ size, each in a process of its own with one malloc arena, and reads the
 growth of the process's resident memory from just before the weights are
 initialized to its peak (VmHWM, reset through /proc/self/clear_refs).
 That growth holds the weights, Adafactor's slots, the gradients and
-whatever the steps keep alive; `mtf_switch.plan` estimates the same from the graph (no
+whatever the steps keep alive; `mtf_switch.planning.plan` estimates the same from the graph (no
 rematerialization: the main job does not use it), for all the mesh's
 devices together.  One device, not the main job's two virtual ones: on a
 single CPU, TensorFlow's graph optimizer merges the identical ops that a
@@ -42,10 +42,10 @@ def measure(batch_size, steps):
   """Trains `steps` steps in this process; returns the memory growth, bytes."""
   import gin  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mtf_switch import compat  # noqa: F401  pylint: disable=g-import-not-at-top
+  from mtf_switch.t5 import compat  # noqa: F401  pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   from mtf_switch import models  # pylint: disable=g-import-not-at-top
-  from mtf_switch import step  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import step  # pylint: disable=g-import-not-at-top
   tf.disable_eager_execution()
   gin.parse_config_files_and_bindings([MODEL], [])
   model = models.make_model(VOCAB_SIZE, MESH_SHAPE, LAYOUT)
@@ -73,9 +73,9 @@ def measure(batch_size, steps):
 def estimate(batch_size):
   """The planner's bytes for all devices together (float32, no remat)."""
   import gin  # pylint: disable=g-import-not-at-top
-  from mtf_switch import compat  # noqa: F401  pylint: disable=g-import-not-at-top
+  from mtf_switch.t5 import compat  # noqa: F401  pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from mtf_switch import plan  # pylint: disable=g-import-not-at-top
+  from mtf_switch.planning import plan  # pylint: disable=g-import-not-at-top
   tf.disable_eager_execution()
   gin.parse_config_files_and_bindings([MODEL], [])
   p = plan.plan(batch_size, INPUT_LENGTH, TARGET_LENGTH, VOCAB_SIZE,

@@ -12,14 +12,14 @@ import argparse
 import csv
 import os
 
-from mtf_switch import compat  # noqa: F401  (before mesh_tensorflow)
+from mtf_switch.t5 import compat  # noqa: F401  (before mesh_tensorflow)
 
 import gin
 import tensorflow.compat.v1 as tf
 
 import mtf_switch  # noqa: F401  (gin search path)
-from mtf_switch import model_size
-from mtf_switch import plan
+from mtf_switch.planning import model_size
+from mtf_switch.planning import plan
 
 # (model gin, layout gin, batch sizes): the layouts of the README's zoo.
 RUNS = [

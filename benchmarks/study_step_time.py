@@ -31,11 +31,11 @@ def build(study, model):
   import gin  # pylint: disable=g-import-not-at-top
   import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from mtf_switch import checkpoints  # pylint: disable=g-import-not-at-top
-  from mtf_switch import data  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import checkpoints  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import data  # pylint: disable=g-import-not-at-top
   from mtf_switch import models  # pylint: disable=g-import-not-at-top
-  from mtf_switch import step  # pylint: disable=g-import-not-at-top
-  from mtf_switch import study as study_lib  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import step  # pylint: disable=g-import-not-at-top
+  from mtf_switch.studies import study as study_lib  # pylint: disable=g-import-not-at-top
 
   gin.clear_config()
   study_lib.parse_model_config(study.models[model])
@@ -53,7 +53,7 @@ def build(study, model):
 
 def time_rounds(built, rounds, steps, out):
   """{model: [seconds per step of each round]}, models in turns."""
-  from mtf_switch import loop  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import loop  # pylint: disable=g-import-not-at-top
   times = {model: [] for model in built}
   order = list(built)
   rng = random.Random(0)
@@ -79,9 +79,9 @@ def rows(times, baseline, summary, curves, study_steps):
   equal time (the paper's Table 1 reports quality and speed), the steps
   each model makes in the time the baseline's whole run of `study_steps`
   takes at these step times, and its seeds' mean validation loss there
-  (curves: study_report.load_curves; empty past the model's last
+  (curves: report.load_curves; empty past the model's last
   evaluation)."""
-  from mtf_switch import study_report  # pylint: disable=g-import-not-at-top
+  from mtf_switch.studies import report  # pylint: disable=g-import-not-at-top
   base = statistics.median(times[baseline])
   base_steps = summary.get(baseline)
   result = []
@@ -91,7 +91,7 @@ def rows(times, baseline, summary, curves, study_steps):
     to_target = median * steps if steps else None
     base_time = base * base_steps if base_steps else None
     steps_in_time = base * study_steps / median
-    loss_in_time = (study_report.loss_at_step(curves[model], steps_in_time)
+    loss_in_time = (report.loss_at_step(curves[model], steps_in_time)
                     if curves.get(model) else None)
     result.append({
         "model": model, "step_seconds": round(median, 4),
@@ -161,9 +161,9 @@ def main(argv=None):
                            "<name>), for the steps to the baseline's final")
   parser.add_argument("--out", default="benchmarks/results")
   args = parser.parse_args(argv)
-  from mtf_switch import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from mtf_switch.t5 import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from mtf_switch import run_study  # pylint: disable=g-import-not-at-top
+  from mtf_switch.studies import run_study  # pylint: disable=g-import-not-at-top
   tf.disable_eager_execution()
   study = run_study.load_study(args.study, quick=False)
   names = args.models.split(",") if args.models else list(study.models)
@@ -174,12 +174,12 @@ def main(argv=None):
                 study.baseline))
   built = {name: build(study, name) for name in names}
   times = time_rounds(built, args.rounds, args.steps, sys.stdout)
-  from mtf_switch import study_report  # pylint: disable=g-import-not-at-top
+  from mtf_switch.studies import report  # pylint: disable=g-import-not-at-top
   results_dir = args.results_dir or os.path.join("docs", "studies",
                                                  study.name)
   summary = read_summary(os.path.join(results_dir, "summary.csv"))
   result = rows(times, study.baseline, summary,
-                study_report.load_curves(study, results_dir), study.steps)
+                report.load_curves(study, results_dir), study.steps)
   title = ("%s: median s/step over %d rounds of %d steps, models in turns "
            "(%s)" % (study.name, args.rounds, args.steps,
                      time.strftime("%Y-%m-%d")))

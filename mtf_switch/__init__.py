@@ -2,12 +2,12 @@
 
 Importing this package makes mesh-tensorflow work on the pinned
 TensorFlow (importable, and its decodes text off TPU, one line each:
-`mtf_switch.compat`), registers the gin configurables of mtf_switch and
+`mtf_switch.t5.compat`), registers the gin configurables of mtf_switch and
 adds the package's gin folder to gin's search path, so that
 `models/switch_tiny.gin` is found by name, and keeps a correct run's logs
-free of lines that read like failures (`mtf_switch.quiet`).
+free of lines that read like failures (`mtf_switch.t5.quiet`).
 """
-from mtf_switch import compat  # first: imports TensorFlow quietly
+from mtf_switch.t5 import compat  # first: imports TensorFlow quietly
 
 import os
 
@@ -15,12 +15,12 @@ import gin
 
 from mtf_switch import distillation  # noqa: F401  (gin configurables)
 from mtf_switch import layers  # noqa: F401
-from mtf_switch import mesh  # noqa: F401
+from mtf_switch.training import mesh  # noqa: F401
 from mtf_switch import models  # noqa: F401
 from mtf_switch import moe1d  # noqa: F401
-from mtf_switch import quiet
+from mtf_switch.t5 import quiet
 from mtf_switch import routers  # noqa: F401
-from mtf_switch import step  # noqa: F401
+from mtf_switch.training import step  # noqa: F401
 
 compat.decode_to_text()
 compat.one_line_each()

@@ -124,7 +124,7 @@ def make_lm(vocab_size, mesh_shape="", layout=""):
 
   A `ScaledInitUnitransformer` (init scale from gin) over
   `transformer.make_layer_stack()`, autoregressive; its inputs are its
-  targets shifted right (see `mtf_switch.data`).
+  targets shifted right (see `mtf_switch.training.data`).
   """
   return ScaledInitUnitransformer(
       layer_stack=transformer.make_layer_stack(),

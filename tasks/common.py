@@ -12,7 +12,7 @@ registrations are made at import, as T5's are):
                               data sets (T5's --t5_tfds_data_dir works too).
 
 Offline, point the vocabularies at a local model, e.g. the default corpus's
-`mtf_switch.corpus.VOCABULARY_PATH`.
+`mtf_switch.corpora.default_corpus.VOCABULARY_PATH`.
 """
 import difflib
 import os

@@ -29,7 +29,7 @@ from t5.evaluation import metrics
 import tensorflow.compat.v2 as tf
 import tensorflow_datasets as tfds
 
-from mtf_switch import corpus
+from mtf_switch.corpora import default_corpus
 from mtf_switch.tasks import common
 from mtf_switch.tasks import pretraining
 
@@ -208,7 +208,7 @@ def _has_summary_and_body(x):
 # summarization (CNN/DailyMail, XSum).
 seqio.TaskRegistry.add(
     "mtf_switch_default_docstring_summary",
-    source=pretraining.corpus_source(corpus.DEFAULT),
+    source=pretraining.corpus_source(default_corpus.DEFAULT),
     preprocessors=[
         docstring_summary,
         lambda ds: ds.filter(_has_summary_and_body),

@@ -8,9 +8,9 @@
   examples to the power 0.3 (temperature 1 / 0.3), for mSwitch (Section 5.6).
 - `mtf_switch_default_span_corruption` and `mtf_switch_default_lm`: the
   same objective, and plain language modelling, on the offline default
-  corpus (`mtf_switch.corpus`) with its own small vocabulary.
+  corpus (`mtf_switch.corpora.default_corpus`) with its own small vocabulary.
 - `mtf_switch_code_span_corruption` and `mtf_switch_code_lm`: the same on
-  the larger offline code corpus (`mtf_switch.code_corpus`), for studies
+  the larger offline code corpus (`mtf_switch.corpora.code_corpus`), for studies
   that must never repeat data.
 """
 import functools
@@ -20,8 +20,8 @@ from t5.data import preprocessors
 import tensorflow.compat.v2 as tf
 from tensorflow_datasets.text import c4 as tfds_c4
 
-from mtf_switch import code_corpus
-from mtf_switch import corpus
+from mtf_switch.corpora import code_corpus
+from mtf_switch.corpora import default_corpus
 from mtf_switch.tasks import common
 
 MC4_LANGUAGES = tuple(tfds_c4.MC4_LANGUAGES)
@@ -67,12 +67,12 @@ def corpus_source(offline_corpus):
 
   def read(split, shuffle_files=False, seed=None):
     del shuffle_files, seed  # one file per split
-    corpus_dir = corpus.ensure_built(corpus=offline_corpus)
+    corpus_dir = default_corpus.ensure_built(corpus=offline_corpus)
     return tf.data.TFRecordDataset(
         "%s/%s.tfrecord" % (corpus_dir, split)).map(
             lambda record: tf.io.parse_single_example(
                 record, {"text": tf.io.FixedLenFeature([], tf.string)}))
-  return seqio.FunctionDataSource(read, splits=corpus.SPLITS)
+  return seqio.FunctionDataSource(read, splits=default_corpus.SPLITS)
 
 
 def _language_modelling(vocabulary):
@@ -105,6 +105,6 @@ def _add_offline_corpus_tasks(prefix, offline_corpus):
 
 
 DEFAULT_CORPUS_VOCABULARY = _add_offline_corpus_tasks(
-    "mtf_switch_default", corpus.DEFAULT)
+    "mtf_switch_default", default_corpus.DEFAULT)
 CODE_CORPUS_VOCABULARY = _add_offline_corpus_tasks(
     "mtf_switch_code", code_corpus.CODE)

@@ -8,7 +8,7 @@ import pytest
 # The task registry's vocabularies default to T5's on GCS, out of reach
 # offline: tests use the default corpus's shipped SentencePiece model.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_VOCABULARY = os.path.join(_REPO, "mtf_switch", "vocab",
+_VOCABULARY = os.path.join(_REPO, "mtf_switch", "corpora", "vocab",
                            "default_corpus_v1.model")
 os.environ.setdefault("MTF_SWITCH_VOCABULARY", _VOCABULARY)
 os.environ.setdefault("MTF_SWITCH_MC4_VOCABULARY", _VOCABULARY)

@@ -12,9 +12,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import layers
-from mtf_switch import mesh as mesh_lib
+from mtf_switch.training import mesh as mesh_lib
 from mtf_switch import routers
-from mtf_switch import step
+from mtf_switch.training import step
 
 tf.disable_eager_execution()
 
@@ -316,7 +316,7 @@ def summary_scalars(event_dir):
 
 
 def curve_rows(losses, seconds_per_step=1.0, every=100):
-  """A study curve (mtf_switch.study rows) of a dense model whose training
+  """A study curve (mtf_switch.studies.study rows) of a dense model whose training
   and validation loss after each `every` steps are `losses`."""
   return [dict(step=every * (i + 1),
                train_seconds=seconds_per_step * every * (i + 1),

@@ -5,11 +5,11 @@ import helpers
 import numpy as np
 import pytest
 
-from mtf_switch import checkpoints
+from mtf_switch.training import checkpoints
 from mtf_switch import distillation
 from mtf_switch import layers
 from mtf_switch import models
-from mtf_switch import step as step_lib
+from mtf_switch.training import step as step_lib
 
 VOCAB, LENGTH = 40, 8
 INPUTS = np.array([[5, 9, 13, 2, 7, 30, 1, 0], [3, 3, 8, 21, 1, 0, 0, 0]],

@@ -6,11 +6,11 @@ from mesh_tensorflow.transformer import moe
 import numpy as np
 import pytest
 
-from mtf_switch import checkpoints
-from mtf_switch import loop
+from mtf_switch.training import checkpoints
+from mtf_switch.training import loop
 from mtf_switch import models
 from mtf_switch import moe1d
-from mtf_switch import step as step_lib
+from mtf_switch.training import step as step_lib
 
 SETTINGS = dict(moe_gating="switch", num_experts=4, hidden_size=helpers.D_FF,
                 group_size=helpers.LENGTH, capacity_factor_eval=2.0,

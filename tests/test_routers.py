@@ -11,7 +11,7 @@ import tensorflow.compat.v1 as tf
 from mtf_switch import layers
 from mtf_switch import routers
 from mtf_switch import routing
-from mtf_switch import step as step_lib
+from mtf_switch.training import step as step_lib
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -168,16 +168,16 @@ def test_code_corpus_tasks_read_a_built_corpus_in_order(tmp_path,
                                                        monkeypatch):
   """The code corpus's tasks read <data dir>/code_corpus_v1 (built there on
   first use; here a small one stands in) with the shipped vocabulary."""
-  from mtf_switch import code_corpus  # pylint: disable=g-import-not-at-top
-  from mtf_switch import corpus  # pylint: disable=g-import-not-at-top
+  from mtf_switch.corpora import code_corpus  # pylint: disable=g-import-not-at-top
+  from mtf_switch.corpora import default_corpus  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("MTF_SWITCH_DATA_DIR", str(tmp_path))
   documents = ["def f%d(x):\n    return x + %d\n" % (i, i)
                for i in range(300)]
-  corpus.build(str(tmp_path / code_corpus.NAME), documents, hash_order=True)
-  validation = corpus.read_split(str(tmp_path / code_corpus.NAME),
+  default_corpus.build(str(tmp_path / code_corpus.NAME), documents, hash_order=True)
+  validation = default_corpus.read_split(str(tmp_path / code_corpus.NAME),
                                  "validation")
   assert validation and validation == sorted(validation,
-                                             key=corpus._text_hash)
+                                             key=default_corpus._text_hash)
   for name, lengths in (("mtf_switch_code_span_corruption",
                          {"inputs": 64, "targets": 16}),
                         ("mtf_switch_code_lm", {"targets": 32})):

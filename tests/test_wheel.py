@@ -58,11 +58,11 @@ def test_the_package_gin_files_vocabulary_and_tasks_come_from_the_wheel(
   out = _run([python, "-c", """
 import mesh_tensorflow  # first: the wheel's import hook makes it work
 import mtf_switch, mtf_switch.tasks, seqio
-from mtf_switch import corpus
+from mtf_switch.corpora import default_corpus
 import _mtf_switch_import_hook
 print(mtf_switch.__file__)
 print(mtf_switch.GIN_DIR)
-print(corpus.VOCABULARY_PATH)
+print(default_corpus.VOCABULARY_PATH)
 print(_mtf_switch_import_hook.__file__)
 print(seqio.get_mixture_or_task("mtf_switch_copy_words").name)
 """], cwd=work).stdout.split()
@@ -74,7 +74,7 @@ print(seqio.get_mixture_or_task("mtf_switch_copy_words").name)
 @pytest.mark.slow
 def test_the_main_job_runs_from_the_wheel(fresh, tmp_path):
   python, work, _ = fresh
-  out = _run([python, "-m", "mtf_switch.train", "--model_dir",
+  out = _run([python, "-m", "mtf_switch.training.train", "--model_dir",
               str(tmp_path / "model"), "--steps", "4", "--log_every", "2",
               "--batch_size", "4"], cwd=work).stdout
   assert "step 4/4" in out, out[-3000:]
@@ -84,7 +84,7 @@ def test_the_main_job_runs_from_the_wheel(fresh, tmp_path):
 @pytest.mark.slow
 def test_the_size_counter_counts_switch_c_from_the_wheel(fresh):
   python, work, _ = fresh
-  out = _run([python, "-m", "mtf_switch.model_size", "--gin_file",
+  out = _run([python, "-m", "mtf_switch.planning.model_size", "--gin_file",
               "models/switch_c.gin", "--gin_file",
               "layouts/expert_data_2048.gin"], cwd=work).stdout
   # Table 9: 1571B parameters.

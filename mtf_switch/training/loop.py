@@ -1,0 +1,306 @@
+"""Training and evaluation loops on CPU, with pluggable actions.
+
+`train` runs a StepGraph's training step over batches and, after each step,
+every action it was given (as t5x's trainer runs its actions): reporting,
+TensorBoard summaries and checkpoints here; a guard or an early stop is
+another `Action`.  `train_task` and `evaluate_task` are the main job's
+whole runs on a seqio task.
+"""
+import os
+import sys
+import time
+
+import gin
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from mtf_switch.training import checkpoints
+from mtf_switch.training import data
+from mtf_switch.training import reporting
+from mtf_switch.training import step as step_lib
+
+
+class Action:
+  """Something to do after a training step, every `every` steps and at
+  the last step."""
+
+  def __init__(self, every, steps):
+    self.every = every
+    self.steps = steps
+
+  def due(self, step):
+    return step % self.every == 0 or step == self.steps
+
+  def __call__(self, sess, step, values):
+    """Runs after `step` (1-based) with the fetched `values` (dict: loss,
+    metrics, scalars)."""
+    if self.due(step):
+      self.act(sess, step, values)
+
+  def act(self, sess, step, values):
+    raise NotImplementedError
+
+
+class StopOnNonFinite(Action):
+  """Stops training at the first step whose loss, gradient norm or routing
+  metrics (the router's logits feed them) are not finite, before any later
+  action of that step.  Put it first in the actions.  (An update can also
+  break the weights after a finite loss: `checkpoints.save` refuses to
+  write those.)
+
+  With guard.SkipNonFiniteAdafactorOptimizer, a step whose gradients were
+  not finite changed nothing: it is reported, and training stops only
+  after more than `max_skips_in_a_row` such steps in a row.  The run's
+  count of skipped steps goes into each step's scalars as `skipped_steps`,
+  for the summaries written after it.
+
+  Raises:
+    checkpoints.NonFiniteError: naming the step and the first bad value.
+  """
+
+  def __init__(self, steps, model_dir=None, max_skips_in_a_row=0,
+               out=sys.stdout):
+    super().__init__(1, steps)
+    self.model_dir = model_dir
+    self.max_skips_in_a_row = max_skips_in_a_row
+    self.out = out
+    self.skipped = 0
+    self.skips_in_a_row = 0
+
+  def act(self, sess, step, values):
+    scalars = values["scalars"]
+    if "nonfinite_step_skipped" in scalars:  # the optimizer skips
+      skipped = scalars["nonfinite_step_skipped"] > 0.0
+      self.skipped += int(skipped)
+      self.skips_in_a_row = self.skips_in_a_row + 1 if skipped else 0
+      scalars["skipped_steps"] = self.skipped
+      if skipped:
+        self._report_skip(step)
+        return
+    bad = [name for name, value in sorted(values["metrics"].items())
+           if not np.all(np.isfinite(value))]
+    gradient_norm = scalars.get("gradient_norm", 0.0)
+    if not np.isfinite(gradient_norm):
+      bad.insert(0, "gradient norm %s" % gradient_norm)
+    if np.isfinite(values["loss"]) and not bad:
+      return
+    self._stop(step, "loss %s%s" % (
+        values["loss"],
+        "; first non-finite: %s" % bad[0] if bad else ""))
+
+  def _report_skip(self, step):
+    print("step %d skipped: non-finite gradients, weights unchanged (%d "
+          "skipped in this run)" % (step, self.skipped), file=self.out)
+    if self.skips_in_a_row > self.max_skips_in_a_row:
+      self._stop(step, "%d steps in a row skipped" % self.skips_in_a_row)
+
+  def _stop(self, step, why):
+    raise checkpoints.NonFiniteError(
+        "step %d: %s; stopped without saving this state (last checkpoint: "
+        "%s). A smaller learning rate, or the router in float32 (the "
+        "default), usually helps." % (
+            step, why, checkpoints.latest(self.model_dir) or "none"))
+
+
+class ConsoleReport(Action):
+  """Prints the progress line and each Switch layer's routing metrics."""
+
+  def __init__(self, every, steps, tokens_per_step, first_step=0,
+               out=sys.stdout):
+    super().__init__(every, steps)
+    self.tokens_per_step = tokens_per_step
+    self.out = out
+    self._start = (time.time(), first_step)
+
+  def act(self, sess, step, values):
+    start_time, start_step = self._start
+    rate = (step - start_step) / (time.time() - start_time)
+    print(reporting.progress_line(step, self.steps, values["loss"], rate,
+                                  self.tokens_per_step), file=self.out)
+    for line in reporting.summarize_metrics(values["metrics"]):
+      print(line, file=self.out)
+    self.out.flush()
+
+
+class WriteSummaries(Action):
+  """Writes the step's scalars (loss, routing metrics) for TensorBoard."""
+
+  def __init__(self, every, steps, model_dir):
+    super().__init__(every, steps)
+    self.writer = tf.summary.FileWriter(model_dir)
+
+  def act(self, sess, step, values):
+    self.writer.add_summary(reporting.scalar_summary(values["scalars"]),
+                            step)
+    self.writer.flush()
+
+
+class SaveCheckpoint(Action):
+  """Saves a checkpoint to model_dir (and says so on `out`, unless None)."""
+
+  def __init__(self, every, steps, step_graph, model_dir, out=sys.stdout):
+    super().__init__(every, steps)
+    self.step_graph = step_graph
+    self.model_dir = model_dir
+    self.out = out
+
+  def act(self, sess, step, values):
+    path = checkpoints.save(sess, self.step_graph, self.model_dir)
+    if self.out:
+      print("saved %s" % path, file=self.out)
+
+
+def train(sess, step_graph, batches, steps, actions=()):
+  """Trains until the global step reaches `steps`.
+
+  Args:
+    sess: tf.Session of step_graph, initialized or restored.
+    step_graph: step.StepGraph with a train_op.
+    batches: iterator of {"inputs", "targets"} numpy batches, positioned at
+      the session's global step.
+    steps: total steps, counting those already done.
+    actions: Actions run after each step, in order.
+
+  Returns:
+    list of (step, loss) of the steps run now.
+  """
+  fetches = {"loss": step_graph.loss, "metrics": step_graph.metrics,
+             "scalars": step_graph.scalars, "train_op": step_graph.train_op}
+  step = int(sess.run(step_graph.global_step))
+  history = []
+  while step < steps:
+    batch = next(batches)
+    values = sess.run(fetches, {step_graph.inputs: batch["inputs"],
+                                step_graph.targets: batch["targets"]})
+    step += 1
+    history.append((step, float(values["loss"])))
+    for action in actions:
+      action(sess, step, values)
+  return history
+
+
+def log_likelihood(sess, step_graph, batches, max_batches=None):
+  """Mean log p per real target token over (at most max_batches) batches."""
+  total, count = 0.0, 0.0
+  for i, batch in enumerate(batches):
+    if i == max_batches:
+      break
+    batch_total, batch_count = sess.run(
+        [step_graph.token_log_likelihood, step_graph.num_tokens],
+        {step_graph.inputs: batch["inputs"],
+         step_graph.targets: batch["targets"]})
+    total += batch_total
+    count += batch_count
+  return total / max(count, 1.0)
+
+
+def train_task(model, model_dir, task_name, steps, batch_size, input_length,
+               target_length, mesh_shape="", layout="",
+               make_optimizer=None, log_every=10, save_every=100,
+               init_checkpoint=None, max_skips_in_a_row=0, mesh_devices=None,
+               out=sys.stdout):
+  """Trains `model` on a seqio task to `steps` total steps, resuming from
+  the latest checkpoint in model_dir, with console reports, TensorBoard
+  summaries and checkpoints.
+
+  Args:
+    init_checkpoint: a checkpoint or model dir whose weights start a new
+      run (fine-tuning: optimizer state and step start afresh; a model with
+      an `init_assignment(step_graph, checkpoint)` method, such as
+      `distillation.Distillation`, says which weights); ignored when
+      model_dir already has a checkpoint (the run resumes).
+    max_skips_in_a_row: with an optimizer that skips non-finite steps
+      (guard.SkipNonFiniteAdafactorOptimizer), how many may come in a row
+      before training stops (StopOnNonFinite).
+    mesh_devices: None, or a device name per mesh position
+      (mesh.parse_devices).
+    (the others: as their names say; steps counts from the run's start.)
+
+  Returns:
+    list of (step, loss) of the steps run now.
+
+  Raises:
+    ValueError: if init_checkpoint is missing, was trained with another
+      vocabulary or does not hold this model's weights, or if model_dir's
+      run used another vocabulary (before anything is written to
+      model_dir).
+  """
+  step_graph = step_lib.build_step_graph(
+      model, batch_size, input_length, target_length, mesh_shape, layout,
+      make_optimizer=make_optimizer, mesh_devices=mesh_devices)
+  init_from = None
+  if checkpoints.latest(model_dir):
+    data.check_vocabulary(model_dir, task_name)  # resuming
+  elif init_checkpoint:
+    init_from = checkpoints.resolve(init_checkpoint)
+    data.check_vocabulary(os.path.dirname(init_from), task_name)
+    assignment = init_assignment(model, step_graph, init_from)
+  tf.io.gfile.makedirs(model_dir)
+  data.write_vocabulary_record(model_dir, task_name)
+  write_operative_config(model_dir)
+  sess, checkpoint = checkpoints.start_session(step_graph, model_dir)
+  with sess:
+    first_step = int(sess.run(step_graph.global_step))
+    if checkpoint:
+      print("resuming from %s (step %d)" % (checkpoint, first_step), file=out)
+    elif init_from:
+      checkpoints.restore_weights(sess, step_graph, init_from, assignment)
+      print("weights from %s (optimizer state and step start afresh)"
+            % init_from, file=out)
+    batches = data.task_batches(task_name, "train", batch_size, input_length,
+                                target_length, skip_batches=first_step)
+    tokens_per_step = batch_size * (input_length + target_length)
+    actions = [
+        StopOnNonFinite(steps, model_dir, max_skips_in_a_row, out),
+        ConsoleReport(log_every, steps, tokens_per_step, first_step, out),
+        WriteSummaries(log_every, steps, model_dir),
+        SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]
+    return train(sess, step_graph, batches, steps, actions)
+
+
+def write_operative_config(model_dir):
+  """Writes the gin bindings the run's model used to
+  model_dir/operative_config.gin (T5's convention, for sharing and
+  reproducing a run)."""
+  with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"),
+                         "w") as f:
+    f.write(gin.operative_config_str())
+
+
+def init_assignment(model, step_graph, checkpoint):
+  """What a new run restores from a checkpoint, checked against it: the
+  model's own choice (a distillation restores its teacher and part of its
+  student), else every weight under its own name (fine-tuning).
+
+  Returns:
+    list of (checkpoint name, variable), for checkpoints.restore_weights.
+
+  Raises:
+    ValueError: if the checkpoint does not hold those weights.
+  """
+  if hasattr(model, "init_assignment"):
+    assignment = model.init_assignment(step_graph, checkpoint)
+  else:
+    assignment = checkpoints.same_names(step_graph)
+  checkpoints.check_weights(checkpoint, assignment)
+  return assignment
+
+
+def evaluate_task(model, model_dir, task_name, batch_size, input_length,
+                  target_length, mesh_shape="", layout="", max_batches=20,
+                  mesh_devices=None):
+  """Validation negative log perplexity (mean log p per target token).
+
+  Restores the latest checkpoint of model_dir; without one (or with
+  model_dir None), evaluates the freshly initialized model.
+  """
+  step_graph = step_lib.build_step_graph(
+      model, batch_size, input_length, target_length, mesh_shape, layout,
+      train=False, mesh_devices=mesh_devices)
+  sess, _ = checkpoints.start_session(step_graph, model_dir)
+  with sess:
+    return log_likelihood(
+        sess, step_graph,
+        data.task_batches(task_name, "validation", batch_size, input_length,
+                          target_length, repeat=False),
+        max_batches)

@@ -1,0 +1,166 @@
+"""The capacity planner: per-core bytes against hand counts, its advice."""
+import io
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import helpers  # noqa: F401  (graph mode, compat shim)
+import pytest
+import tensorflow.compat.v1 as tf
+
+from mtf_switch import layers
+from mtf_switch.planning import plan
+from mtf_switch import routing
+
+VOCAB = 1000
+
+
+def _plan(model, batch_size, lengths=(64, 16), mesh_shape="", layout="",
+          bindings=(), dtype=tf.float32):
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(["models/%s.gin" % model],
+                                      list(bindings))
+  return plan.plan(batch_size, lengths[0], lengths[1], VOCAB, mesh_shape,
+                   layout, dtype)
+
+
+def _adafactor_slot_elements(shape):
+  """Adafactor's second-moment slots, by hand: the two largest dimensions
+  factored when both are >= 128 (mesh-tensorflow's default), else full."""
+  size = 1
+  for d in shape:
+    size *= d
+  largest = sorted(shape, reverse=True)[:2]
+  if len(largest) == 2 and largest[1] >= 128:
+    return size // largest[0] + size // largest[1]
+  return size
+
+
+def test_parameters_and_slots_equal_a_hand_count():
+  p = _plan("switch_tiny", 4, bindings=["d_model = 128"])
+  shapes = [full for full, _ in p.size.shard_shapes.values()]
+  assert p.param_bytes == p.grad_bytes == 4 * p.size.total_params
+  assert p.slot_bytes == 4 * sum(_adafactor_slot_elements(s) for s in shapes)
+  # Something is factored at d_model 128 (the embedding), so the two differ.
+  assert p.slot_bytes < p.param_bytes
+
+
+def test_data_parallel_halves_activations_and_keeps_weights():
+  one = _plan("dense_tiny", 8)
+  two = _plan("dense_tiny", 8, mesh_shape="batch:2", layout="batch:batch")
+  assert two.param_bytes == one.param_bytes
+  assert two.slot_bytes == one.slot_bytes
+  # On one core, what grows with the batch and what does not (the
+  # attention's position biases): the split halves only the former.
+  per_batch = _plan("dense_tiny", 16).activation_bytes - one.activation_bytes
+  fixed = one.activation_bytes - per_batch
+  assert fixed > 0
+  assert two.activation_bytes == per_batch / 2 + fixed
+
+
+def test_rematerialization_keeps_one_residual_per_extra_layer():
+  batch, d_model = 8, 64
+  shallow = _plan("dense_tiny", batch, bindings=["num_layers = 2"])
+  deep = _plan("dense_tiny", batch, bindings=["num_layers = 3"])
+  # One more encoder layer (64 tokens) and decoder layer (16 tokens), each
+  # handing on its [batch, length, d_model] float32 output.
+  residuals = 4 * batch * (64 + 16) * d_model
+  assert (deep.remat_activation_bytes - shallow.remat_activation_bytes
+          == residuals)
+  assert (deep.activation_bytes - shallow.activation_bytes
+          > 2 * residuals)
+  assert deep.remat_activation_bytes < deep.activation_bytes
+  assert not deep.recompute_grads
+
+
+def test_recompute_grads_from_gin_picks_the_rematerialized_total():
+  p = _plan("dense_tiny", 8,
+            bindings=["transformer.LayerStack.recompute_grads = True"])
+  assert p.recompute_grads
+  assert plan.total_bytes(p) == (p.param_bytes + p.grad_bytes + p.slot_bytes
+                                 + p.remat_activation_bytes)
+
+
+def test_all_to_all_bytes_are_the_switch_layers_buffers():
+  batch = 16
+  p = _plan("switch_tiny", batch, mesh_shape="batch:2",
+            layout="batch:batch,experts:batch")
+  experts, d_model, shards = 4, 64, 2
+  expected = 0
+  for length in (64, 16):  # one Switch layer in each stack
+    tokens = batch * length
+    group = layers.choose_group_size(tokens, 64, shards)
+    capacity = routing.expert_capacity(group, experts, 1.25)
+    # [experts, groups, capacity, d_model] on one core: all experts, its
+    # half of the groups; half of it leaves the core, on the way to the
+    # experts and back, forward and backward.
+    buffer = experts * (tokens // group // shards) * capacity * d_model * 4
+    expected += 2 * 2 * buffer / 2
+  assert p.all_to_all_bytes == expected
+  assert p.expert_buffer_bytes > 0
+  assert _plan("switch_tiny", batch).all_to_all_bytes == 0  # one core
+
+
+def test_bisection_bandwidth_scales_with_the_torus():
+  v3, v4 = plan.CHIPS["v3"], plan.CHIPS["v4"]
+  assert plan.bisection_bytes_per_s(v3, 1024) == 6.4e12
+  assert plan.bisection_bytes_per_s(v3, 256) == pytest.approx(3.2e12)
+  assert plan.bisection_bytes_per_s(v4, 512) == pytest.approx(6e12)
+
+
+def test_report_says_what_to_split_when_it_does_not_fit():
+  out = io.StringIO()
+  plan.report(_plan("dense_tiny", 8, dtype=tf.bfloat16), "v5e", out)
+  assert "fits: " in out.getvalue()
+  # 4096 sequences of 512 + 114 tokens on one core: the kept activations
+  # (logits over the vocabulary among them) are far beyond 16 GB.
+  big = _plan("dense_tiny", 4096, lengths=(512, 114), dtype=tf.bfloat16)
+  out = io.StringIO()
+  plan.report(big, "v5e", out)
+  text = out.getvalue()
+  assert "DOES NOT FIT" in text
+  assert "recompute_grads = True" in text
+  assert big.split_hint == ("batch", None)
+  assert "split `batch` over a mesh axis" in text
+
+
+def test_command_prints_the_plan(capsys):
+  gin.clear_config()
+  plan.main(["--gin_file", "models/switch_tiny.gin", "--gin_file",
+             "layouts/cpu_expert_data_2.gin", "--batch_size", "8",
+             "--sequence_length", "inputs:64,targets:16", "--chip", "v5e"])
+  out = capsys.readouterr().out
+  assert "mesh / layout:  batch:2 / batch:batch,experts:batch" in out
+  assert "per core (2 cores, TPU v5e" in out
+  assert "all-to-all sent per core and step" in out
+  assert "fits: " in out
+
+
+def test_bad_input_is_named():
+  with pytest.raises(ValueError, match="--batch_size 3 .* 2 batch shards"):
+    _plan("dense_tiny", 3, mesh_shape="batch:2", layout="batch:batch")
+  with pytest.raises(ValueError, match="'inputs:512'"):
+    plan.parse_sequence_length("inputs:512")
+  assert plan.parse_sequence_length("inputs:512,targets:114") == (512, 114)
+  with pytest.raises(SystemExit):
+    plan.main(["--gin_file", "models/dense_tiny.gin", "--batch_size", "8",
+               "--chip", "v9"])
+
+
+@pytest.mark.slow
+def test_estimate_is_within_a_quarter_of_this_cpus_measured_memory():
+  # benchmarks/plan_memory.py trains the main job's model in a process of
+  # its own and reports its resident memory's growth over the steps.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  output = subprocess.run(
+      [sys.executable, os.path.join(root, "benchmarks", "plan_memory.py"),
+       "--child", "measure:64"], capture_output=True, text=True, check=True,
+      cwd=root).stdout
+  measured = json.loads(output.split("RESULT ", 1)[1])["measured_bytes"]
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(["models/switch_tiny.gin"], [])
+  p = plan.plan(64, 64, 16, 32128, activation_dtype=tf.float32)
+  assert abs(measured / plan.total_bytes(p) - 1) < 0.25, (
+      measured, plan.total_bytes(p))
