@@ -59,7 +59,6 @@ setuptools.setup(
     # under the names T5 users know from `t5_mesh_transformer`.
     entry_points={"console_scripts": [
         "mtf_switch_train = mtf_switch.training.train:main",
-        "mtf_switch_compare = mtf_switch.studies.compare:main",
         "mtf_switch_study = mtf_switch.studies.run_study:main",
         "mtf_switch_plan = mtf_switch.planning.plan:main",
         "mtf_switch_size = mtf_switch.planning.model_size:main",
