@@ -31,11 +31,11 @@ def build(study, model):
   import gin  # pylint: disable=g-import-not-at-top
   import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from mtf_switch import models  # pylint: disable=g-import-not-at-top
+  from mtf_switch.studies import study as study_lib  # pylint: disable=g-import-not-at-top
   from mtf_switch.training import checkpoints  # pylint: disable=g-import-not-at-top
   from mtf_switch.training import data  # pylint: disable=g-import-not-at-top
-  from mtf_switch import models  # pylint: disable=g-import-not-at-top
   from mtf_switch.training import step  # pylint: disable=g-import-not-at-top
-  from mtf_switch.studies import study as study_lib  # pylint: disable=g-import-not-at-top
 
   gin.clear_config()
   study_lib.parse_model_config(study.models[model])

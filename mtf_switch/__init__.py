@@ -15,11 +15,11 @@ import gin
 
 from mtf_switch import distillation  # noqa: F401  (gin configurables)
 from mtf_switch import layers  # noqa: F401
-from mtf_switch.training import mesh  # noqa: F401
 from mtf_switch import models  # noqa: F401
 from mtf_switch import moe1d  # noqa: F401
-from mtf_switch.t5 import quiet
 from mtf_switch import routers  # noqa: F401
+from mtf_switch.t5 import quiet
+from mtf_switch.training import mesh  # noqa: F401
 from mtf_switch.training import step  # noqa: F401
 
 compat.decode_to_text()

@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import layers
-from mtf_switch.training import mesh as mesh_lib
 from mtf_switch import routers
+from mtf_switch.training import mesh as mesh_lib
 from mtf_switch.training import step
 
 tf.disable_eager_execution()

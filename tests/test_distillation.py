@@ -5,10 +5,10 @@ import helpers
 import numpy as np
 import pytest
 
-from mtf_switch.training import checkpoints
 from mtf_switch import distillation
 from mtf_switch import layers
 from mtf_switch import models
+from mtf_switch.training import checkpoints
 from mtf_switch.training import step as step_lib
 
 VOCAB, LENGTH = 40, 8

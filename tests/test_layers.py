@@ -7,10 +7,10 @@ import numpy_reference
 import pytest
 import tensorflow.compat.v1 as tf
 
-from mtf_switch.training import checkpoints
 from mtf_switch import layers
 from mtf_switch import models
 from mtf_switch import routers
+from mtf_switch.training import checkpoints
 from mtf_switch.training import step as step_lib
 
 BATCH, LENGTH, D_MODEL = helpers.BATCH, helpers.LENGTH, helpers.D_MODEL

@@ -6,10 +6,10 @@ from mesh_tensorflow.transformer import moe
 import numpy as np
 import pytest
 
-from mtf_switch.training import checkpoints
-from mtf_switch.training import loop
 from mtf_switch import models
 from mtf_switch import moe1d
+from mtf_switch.training import checkpoints
+from mtf_switch.training import loop
 from mtf_switch.training import step as step_lib
 
 SETTINGS = dict(moe_gating="switch", num_experts=4, hidden_size=helpers.D_FF,

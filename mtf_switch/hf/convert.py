@@ -41,11 +41,11 @@ import gin
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from mtf_switch.training import checkpoints
 from mtf_switch import layers
 from mtf_switch import models
 from mtf_switch import routers
 from mtf_switch import routing
+from mtf_switch.training import checkpoints
 from mtf_switch.training import step as step_lib
 
 Description = collections.namedtuple("Description", [

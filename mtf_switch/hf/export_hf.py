@@ -16,10 +16,10 @@ from mtf_switch.t5 import compat  # noqa: F401  (before mesh_tensorflow)
 
 import tensorflow.compat.v1 as tf
 
-from mtf_switch.training import checkpoints
 from mtf_switch import cli
-from mtf_switch.hf import convert
 from mtf_switch import models
+from mtf_switch.hf import convert
+from mtf_switch.training import checkpoints
 
 
 def main(argv=None):

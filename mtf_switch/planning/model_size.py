@@ -27,8 +27,8 @@ import tensorflow.compat.v1 as tf
 import mtf_switch  # noqa: F401  (gin search path, configurables)
 from mtf_switch import cli
 from mtf_switch import layers
-from mtf_switch.training import mesh as mesh_lib
 from mtf_switch import models
+from mtf_switch.training import mesh as mesh_lib
 
 ModelSize = collections.namedtuple("ModelSize", [
     "total_params", "expert_params", "non_expert_params", "flops_per_seq",

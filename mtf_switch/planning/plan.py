@@ -39,9 +39,9 @@ import tensorflow.compat.v1 as tf
 
 import mtf_switch  # noqa: F401  (gin search path, configurables)
 from mtf_switch import cli
-from mtf_switch.training import mesh as mesh_lib
-from mtf_switch.planning import model_size
 from mtf_switch import models
+from mtf_switch.planning import model_size
+from mtf_switch.training import mesh as mesh_lib
 from mtf_switch.training import step
 
 GIB = 2.0**30

@@ -24,8 +24,8 @@ import gin
 import tensorflow.compat.v1 as tf
 
 import mtf_switch  # noqa: F401  (gin search path)
-from mtf_switch.studies import study as study_lib
 from mtf_switch.studies import report
+from mtf_switch.studies import study as study_lib
 
 
 def load_study(study_file, quick):

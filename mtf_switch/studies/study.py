@@ -30,11 +30,11 @@ from mesh_tensorflow.transformer import learning_rate_schedules
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import distillation
+from mtf_switch import models as models_lib
 from mtf_switch.training import checkpoints
 from mtf_switch.training import data
-from mtf_switch import distillation
 from mtf_switch.training import loop
-from mtf_switch import models as models_lib
 from mtf_switch.training import step as step_lib
 
 CURVE_FIELDS = ("step", "train_seconds", "train_loss", "validation_loss",

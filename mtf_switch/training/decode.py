@@ -13,11 +13,11 @@ from mesh_tensorflow.transformer import transformer
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import tasks
 from mtf_switch.training import checkpoints
 from mtf_switch.training import data
 from mtf_switch.training import mesh as mesh_lib
 from mtf_switch.training import step as step_lib
-from mtf_switch import tasks
 
 DecodeGraph = collections.namedtuple(
     "DecodeGraph", ["graph", "inputs", "outputs", "saver", "init_ops"])

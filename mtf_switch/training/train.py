@@ -22,15 +22,15 @@ from mtf_switch.t5 import compat  # noqa: F401  (before mesh_tensorflow)
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import cli
+from mtf_switch import distillation
+from mtf_switch import guard
+from mtf_switch import models
 from mtf_switch.training import checkpoints
 from mtf_switch.training import data
 from mtf_switch.training import decode
-from mtf_switch import distillation
-from mtf_switch import cli
-from mtf_switch import guard
 from mtf_switch.training import loop
 from mtf_switch.training import mesh as mesh_lib
-from mtf_switch import models
 
 
 def main(argv=None):

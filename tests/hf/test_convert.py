@@ -8,9 +8,9 @@ import pytest
 import torch  # pinned (t5 imports it); HuggingFace's class is PyTorch
 import transformers
 
-from mtf_switch.training import checkpoints
-from mtf_switch.hf import convert
 from mtf_switch import models
+from mtf_switch.hf import convert
+from mtf_switch.training import checkpoints
 from mtf_switch.training import step as step_lib
 
 

@@ -11,8 +11,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import layers
-from mtf_switch.planning import plan
 from mtf_switch import routing
+from mtf_switch.planning import plan
 
 VOCAB = 1000
 

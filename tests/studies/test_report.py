@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mtf_switch.studies import study as study_lib
 from mtf_switch.studies import report
+from mtf_switch.studies import study as study_lib
 
 import helpers
 

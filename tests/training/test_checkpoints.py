@@ -13,8 +13,8 @@ import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
 import pytest
 
-from mtf_switch.training import checkpoints
 from mtf_switch import models
+from mtf_switch.training import checkpoints
 from mtf_switch.training import step as step_lib
 
 

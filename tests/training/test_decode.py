@@ -5,11 +5,11 @@ import helpers  # noqa: F401  (graph mode, compat shim)
 import numpy as np
 import pytest
 
+from mtf_switch import models
+from mtf_switch import tasks
 from mtf_switch.training import checkpoints
 from mtf_switch.training import decode
-from mtf_switch import models
 from mtf_switch.training import step as step_lib
-from mtf_switch import tasks
 
 VOCAB, INPUT_LENGTH, DECODE_LENGTH = 24, 8, 6
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from mtf_switch.training import checkpoints
 from mtf_switch import guard
-from mtf_switch.training import loop
 from mtf_switch import models
+from mtf_switch.training import checkpoints
+from mtf_switch.training import loop
 from mtf_switch.training import step as step_lib
 
 

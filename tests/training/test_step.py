@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from mtf_switch.training import checkpoints
 from mtf_switch import distillation
 from mtf_switch import models
+from mtf_switch.training import checkpoints
 from mtf_switch.training import reporting
 from mtf_switch.training import step as step_lib
 
