@@ -140,6 +140,14 @@ def _yes_no(clear):
   return {True: "yes", False: "no"}.get(clear, "")
 
 
+def _loss_cell(row):
+  """The final loss, with its spread when there are seeds to spread."""
+  if row["seeds"] < 2:
+    return "%.4f" % row["final_validation_loss"]
+  return "%.4f +- %.4f" % (row["final_validation_loss"],
+                           row["final_validation_loss_std"])
+
+
 def markdown_table(study, rows):
   """The summary as a markdown table, with the study's description, and
   the ladder's steps as a second table."""
@@ -151,10 +159,9 @@ def markdown_table(study, rows):
       study.description or study.name, study.steps, study.batch_size,
       study.task), "", header, "|" + "---|" * 10]
   for r in rows:
-    lines.append("| %s | %d | %.4f +- %.4f | %s | %s | %.3f | %s | %s | %s "
+    lines.append("| %s | %d | %s | %s | %s | %.3f | %s | %s | %s "
                  "| %s |" % (
-                     r["model"], r["seeds"], r["final_validation_loss"],
-                     r["final_validation_loss_std"],
+                     r["model"], r["seeds"], _loss_cell(r),
                      "%+.4f" % r["delta_vs_baseline"]
                      if "delta_vs_baseline" in r else "",
                      _yes_no(r.get("clear")),

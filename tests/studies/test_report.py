@@ -65,6 +65,14 @@ def test_a_difference_within_twice_the_spread_is_not_clear():
   assert "| switch | 2 | 3.1000 +- 0.0000 | -0.1000 | no |" in markdown
 
 
+def test_a_single_seed_shows_its_loss_without_a_spread_or_a_verdict():
+  curves = {"dense": {1: _rows([3.5], 1.0)}, "switch": {1: _rows([3.2], 1.0)}}
+  rows = report.summarize(_study(), curves)
+  markdown = report.markdown_table(_study(), rows)
+  assert "| switch | 1 | 3.2000 | -0.3000 |  |" in markdown
+  assert "+-" not in markdown.split("\n", 3)[3]
+
+
 def test_mean_curve_truncates_to_the_shortest_run():
   steps, mean, std = report.mean_curve(
       {1: _rows([4.0, 3.0, 2.0], 1.0), 2: _rows([6.0, 5.0], 1.0)},
