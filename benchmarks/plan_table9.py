@@ -21,7 +21,7 @@ import mtf_switch  # noqa: F401  (gin search path)
 from mtf_switch.planning import model_size
 from mtf_switch.planning import plan
 
-# (model gin, layout gin, batch sizes): the layouts of the README's zoo.
+# (model gin, layout gin, batch sizes): the layouts of docs/zoo.md.
 RUNS = [
     ("t5_base", "data_32", (256, 2048)),
     ("t5_large", "data_32", (256, 2048)),

@@ -46,7 +46,7 @@ PAPER = {
     "switch_base_256": (14.7e9, 124e9),
 }
 # The paper's T5-Large figures (0.7B, 26B) are below what its own Table 9
-# shapes give (0.75B, 27.1B): see README.
+# shapes give (0.75B, 27.1B): see docs/zoo.md.
 PARAM_TOLERANCE = {"t5_large": 0.08, "switch_large": 0.05}
 
 
