@@ -3,7 +3,7 @@
 The top-level `gin/` and `tasks/` folders are installed as the subpackages
 `mtf_switch.gin_configs` and `mtf_switch.tasks`, so that a T5 user writes
 `--module_import=mtf_switch.tasks` and `--gin_file=models/switch_tiny.gin`.
-The pinned stack is in requirements.txt and constraints.txt (see README).
+The pinned stack is in requirements.txt and constraints.txt (see docs/setup.md).
 
 `_mtf_switch_import_hook` and the `mtf_switch_import_hook.pth` that runs it
 at start-up make mesh-tensorflow importable in any import order (see that
