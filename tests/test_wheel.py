@@ -123,3 +123,31 @@ def test_uninstalling_removes_the_package_and_its_hook(fresh):
                           cwd=work, capture_output=True, text=True,
                           timeout=300)
   assert "register_tensor_conversion_function" in result.stderr
+
+
+# The commands the README and docs name, each a console script.
+CONSOLE_SCRIPTS = {
+    "mtf_switch_train", "mtf_switch_study", "mtf_switch_plan",
+    "mtf_switch_size", "mtf_switch_export_hf", "mtf_switch_import_hf",
+    "mtf_switch_mesh_transformer"}
+
+
+@pytest.mark.slow
+def test_every_command_is_a_console_script_of_the_wheel(fresh):
+  python, work, _ = fresh
+  installed = set(_run([python, "-c", """
+import importlib.metadata
+for entry in importlib.metadata.distribution("mtf-switch").entry_points:
+  if entry.group == "console_scripts":
+    print(entry.name)
+"""], cwd=work).stdout.split())
+  assert installed == CONSOLE_SCRIPTS
+  bin_dir = os.path.dirname(python)
+  for name in sorted(CONSOLE_SCRIPTS - {"mtf_switch_mesh_transformer"}):
+    out = _run([os.path.join(bin_dir, name), "--help"], cwd=work).stdout
+    assert out.startswith("usage: %s " % name), (name, out[:300])
+  # T5's binary parses absl flags (whose help exits 1): it lists T5's own.
+  out = subprocess.run([os.path.join(bin_dir, "mtf_switch_mesh_transformer"),
+                        "--helpfull"], cwd=work, capture_output=True,
+                       text=True, timeout=900).stdout
+  assert "--model_dir" in out and "--module_import" in out
