@@ -112,16 +112,21 @@ def vocab_size(task_name):
 VOCABULARY_RECORD = "vocabulary.json"
 
 
-def vocabulary_record(task_name):
-  """What identifies the task's target vocabulary: its class, size and a
-  SHA-256 of its model (a SentencePiece model's bytes), not its path."""
-  vocabulary = tasks.get_task_or_mixture(task_name).output_features[
-      "targets"].vocabulary
+def vocabulary_identity(vocabulary):
+  """What identifies a vocabulary: its class, size and a SHA-256 of its
+  model (a SentencePiece model's bytes), not its path."""
   model = getattr(vocabulary, "sp_model", None) or b""
   return {"class": type(vocabulary).__name__,
           "vocab_size": vocabulary.vocab_size,
-          "sha256": hashlib.sha256(model).hexdigest(),
-          "task": task_name}
+          "sha256": hashlib.sha256(model).hexdigest()}
+
+
+def vocabulary_record(task_name):
+  """The identity of the task's target vocabulary (`vocabulary_identity`)
+  and the task's name."""
+  vocabulary = tasks.get_task_or_mixture(task_name).output_features[
+      "targets"].vocabulary
+  return dict(vocabulary_identity(vocabulary), task=task_name)
 
 
 def write_vocabulary_record(model_dir, task_name):
