@@ -22,6 +22,7 @@ from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import guard
+from mtf_switch.t5 import checkpoint_check
 
 
 def _scaled_initializer(initializer, factor):
@@ -78,16 +79,22 @@ class ScaledInitBitransformer(transformer.Bitransformer):
 
   def call_simple(self, *args, **kwargs):
     """As Bitransformer's; the loss is checked finite where
-    `guard.checked` is enabled (T5's binary)."""
+    `guard.checked` is enabled (T5's binary), and in T5's binary the
+    weights are checked against the checkpoint it will restore."""
     with init_scale_scope(self.init_scale):
       logits, loss = super().call_simple(*args, **kwargs)
+    checkpoint_check.check_t5_binary_graph(logits.mesh.graph)
     if loss is not None:
       loss = guard.checked(loss, "loss")
     return logits, loss
 
-  def decode(self, *args, **kwargs):
+  def decode(self, inputs, *args, **kwargs):
+    """As Bitransformer's; in T5's binary, the weights are checked against
+    the checkpoint it will restore."""
     with init_scale_scope(self.init_scale):
-      return super().decode(*args, **kwargs)
+      outputs = super().decode(inputs, *args, **kwargs)
+    checkpoint_check.check_t5_binary_graph(inputs.mesh.graph)
+    return outputs
 
 
 @gin.configurable(module="mtf_switch")

@@ -26,15 +26,37 @@ CPU needs and T5's class assumes away:
   `save_scores` then fails decoding that text again ("'bytes' object has
   no attribute 'tolist'").
 
+A checkpoint of mtf_switch's main job (`python -m
+mtf_switch.training.train`) reads with `from_main_job.gin` parsed first:
+its weights are float32, T5's default is bfloat16.  Before building each
+estimator, `MtfModel` compares the checkpoint it will read with T5's
+dtype and vocabulary, and on a mismatch raises
+`checkpoint_check.CheckpointMismatchError` naming the binding that fixes
+it, where T5 would fail later without naming it:
+
+  gin.parse_config_file("from_main_job.gin")
+  model = mtf_model.MtfModel("runs/switch_tiny", mesh_shape="batch:1,experts:2",
+                            layout_rules="batch:batch;experts:experts",
+                            batch_size=16, sequence_length={"inputs": 64,
+                                                            "targets": 16})
+  scores, targets = model.score(
+      mixture_or_task_name="mtf_switch_default_span_corruption",
+      mixture_or_task_split="validation", vocabulary=seqio.get_mixture_or_task(
+          "mtf_switch_default_span_corruption").output_features[
+              "targets"].vocabulary)
+
 `predict`, `score` (on strings) and `export` read T5's default
 vocabulary, which lives on GCS, unless given one: pass the task's
 (`seqio.get_mixture_or_task(name).output_features["targets"].vocabulary`).
 """
 import os
 
+from mesh_tensorflow.transformer import utils as mtf_utils
 import t5.models
 from t5.models import utils as t5_utils
 import tensorflow.compat.v1 as tf
+
+from mtf_switch.t5 import checkpoint_check
 
 
 class _DecodedOutsideTheGraph:
@@ -45,10 +67,22 @@ class _DecodedOutsideTheGraph:
   def __init__(self, vocabulary):
     self._vocabulary = vocabulary
 
+  @property
+  def wrapped(self):
+    """The vocabulary wrapped."""
+    return self._vocabulary
+
   def __getattr__(self, name):
     if name == "decode_tf":
       raise AttributeError(name)
     return getattr(self._vocabulary, name)
+
+
+def _unwrapped(vocabulary):
+  """The vocabulary (or pair) that `score` wrapped, as the task has it."""
+  if isinstance(vocabulary, tuple):
+    return tuple(_unwrapped(v) for v in vocabulary)
+  return getattr(vocabulary, "wrapped", vocabulary)
 
 
 class MtfModel(t5.models.MtfModel):
@@ -56,6 +90,30 @@ class MtfModel(t5.models.MtfModel):
 
   def __init__(self, model_dir, tpu=None, **kwargs):
     super().__init__(model_dir, tpu, **kwargs)
+
+  def estimator(self, vocabulary, init_checkpoint=None, disable_tpu=False,
+                score_in_predict_mode=False, sequence_length=None):
+    """As T5's, having checked the checkpoint that the estimator will read
+    (`checkpoint_check`): the latest of model_dir if any (resuming,
+    evaluating, scoring; an evaluation of older ones reads checkpoints of
+    the same dtypes), else init_checkpoint (fine-tuning).
+
+    Raises:
+      checkpoint_check.CheckpointMismatchError: naming the binding to add,
+        if T5 would read the checkpoint's weights in another dtype, or with
+        another vocabulary than its run recorded.
+    """
+    estimator = super().estimator(vocabulary, init_checkpoint, disable_tpu,
+                                  score_in_predict_mode, sequence_length)
+    checkpoint = (tf.train.latest_checkpoint(self._model_dir)
+                  or init_checkpoint)
+    if checkpoint:
+      checkpoint_check.check_vocabulary(checkpoint, _unwrapped(vocabulary))
+      # After T5's estimator(): off TPU it binds its slice and activation
+      # dtypes, so gin now holds the dtypes of this estimator's graph.
+      checkpoint_check.check_master_dtype(
+          checkpoint, mtf_utils.get_variable_dtype().master_dtype)
+    return estimator
 
   def eval(self, mixture_or_task_name, checkpoint_steps=None,
            summary_dir=None, split="validation", **kwargs):
