@@ -41,6 +41,33 @@ def matmul(x, kernel, output_shape):
       _matmul_grad, [x, kernel])
 
 
+def kernel(x, reduced_dim, new_dim, experts_dim, variable_dtype, name):
+  """The experts' kernel `<name>/kernel`, as mtf.layers.dense makes it.
+
+  Args:
+    x: an mtf.Tensor on the kernel's mesh, in the dtype to use it in.
+    reduced_dim: mtf.Dimension d_in.
+    new_dim: mtf.Dimension d_out.
+    experts_dim: mtf.Dimension of the experts.
+    variable_dtype: mtf.VariableDType.
+    name: variable scope of the kernel.
+
+  Returns:
+    [experts, d_in, d_out], in x's dtype.
+  """
+  return mtf.layers.get_dense_kernel_weights(
+      x, [new_dim], [reduced_dim], [experts_dim], kernel_initializer=None,
+      name=name, variable_dtype=variable_dtype)
+
+
+def kernel_names(name, activations):
+  """Scopes of dense_product's kernels: `name`, or `<name>_<i>` for
+  several activations (mtf.layers.dense_product's names)."""
+  if len(activations) == 1:
+    return [name]
+  return ["%s_%d" % (name, i) for i in range(len(activations))]
+
+
 def dense(x, new_dim, experts_dim, variable_dtype, name, activation=None):
   """Like mtf.layers.dense(x, new_dim, expert_dims=[experts_dim]), no bias.
 
@@ -56,10 +83,8 @@ def dense(x, new_dim, experts_dim, variable_dtype, name, activation=None):
     [experts, groups, capacity, d_out].
   """
   reduced_dim = x.shape.dims[-1]
-  kernel = mtf.layers.get_dense_kernel_weights(
-      x, [new_dim], [reduced_dim], [experts_dim], kernel_initializer=None,
-      name=name, variable_dtype=variable_dtype)
-  y = matmul(x, kernel, x.shape - [reduced_dim] + [new_dim])
+  y = matmul(x, kernel(x, reduced_dim, new_dim, experts_dim, variable_dtype,
+                       name), x.shape - [reduced_dim] + [new_dim])
   if activation in (None, "linear"):
     return y
   return getattr(mtf, activation)(y)
@@ -84,7 +109,7 @@ def dense_product(x, new_dim, experts_dim, variable_dtype, name,
   if not isinstance(activations, list):
     activations = [activations]
   factors = [
-      dense(x, new_dim, experts_dim, variable_dtype,
-            "%s_%d" % (name, i) if len(activations) > 1 else name, activation)
-      for i, activation in enumerate(activations)]
+      dense(x, new_dim, experts_dim, variable_dtype, scope, activation)
+      for scope, activation in zip(kernel_names(name, activations),
+                                   activations)]
   return functools.reduce(mtf.multiply, factors)

@@ -5,6 +5,9 @@ Wires a router (`mtf_switch.routers`) into a mesh-tensorflow
 runs the experts on `[experts, groups, capacity, d_model]` buffers and
 combines their outputs back into token order.  Dropped tokens get a zero
 output; the layer stack's residual connection carries them on (Section 2.2).
+The dispatch mode, chosen once per layer, decides how tokens reach the
+experts: by one-hot einsums or by index into the capacity buffers, or
+without capacity (`mtf_switch.dropless`, CPU and GPU only).
 
 Expert weights carry the `experts` mesh dimension and their hidden layer
 the `d_ff` dimension, so the layout alone decides expert and model
@@ -21,6 +24,7 @@ from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import dispatch
+from mtf_switch import dropless
 from mtf_switch import experts
 from mtf_switch import routers
 from mtf_switch import routing
@@ -31,11 +35,6 @@ _METRICS = weakref.WeakKeyDictionary()
 # Above this many experts a layer exports only the max and min of its
 # per-expert token fractions to TensorBoard.
 _MAX_PER_EXPERT_SUMMARIES = 64
-
-# How tokens reach their expert slots: one-hot einsums (the TPU default, as
-# mesh-tensorflow's MoE) or by index (mtf_switch.dispatch: gather and
-# segment sums, no multiplications by zero).
-DISPATCH_MODES = ("einsum", "index")
 
 # GEGLU: a GELU branch times a linear branch (the paper's T5 models).
 ACTIVATIONS = {"relu": "relu", "geglu": ["gelu", "linear"]}
@@ -54,15 +53,23 @@ def routing_metrics(graph):
   return dict(_METRICS.get(graph, {}))
 
 
-def _mesh_axis_size(context, dim):
-  """Size of the mesh axis that `dim` is split on (1 if not split)."""
+def _mesh_axis(context, dim):
+  """(Name of the mesh axis that `dim` is split on, its size), or (None,
+  1) if the model's layout does not split it."""
   model = context.model
   if getattr(model, "layout", None) is None or model.mesh_shape is None:
-    return 1
+    return None, 1
   mesh_shape = mtf.convert_to_shape(model.mesh_shape)
   rules = mtf.convert_to_layout_rules(model.layout)
   axis = rules.tensor_dimension_to_mesh_axis(dim, mesh_shape)
-  return 1 if axis is None else mesh_shape.dims[axis].size
+  if axis is None:
+    return None, 1
+  return mesh_shape.dims[axis].name, mesh_shape.dims[axis].size
+
+
+def _mesh_axis_size(context, dim):
+  """Size of the mesh axis that `dim` is split on (1 if not split)."""
+  return _mesh_axis(context, dim)[1]
 
 
 def choose_group_size(num_tokens, group_size, batch_shards):
@@ -92,6 +99,116 @@ def choose_group_size(num_tokens, group_size, batch_shards):
   tokens_per_shard = num_tokens // batch_shards
   return max(d for d in range(1, min(group_size, tokens_per_shard) + 1)
              if tokens_per_shard % d == 0)
+
+
+class _EinsumDispatch:
+  """Tokens to `[experts, groups, capacity, d_model]` buffers and back by
+  one-hot einsums (Section 2.2, as mesh-tensorflow's MoE): static shapes,
+  the TPU default."""
+  one_hot_tensors = True  # the router builds dispatch and combine
+  dropless = False  # the router is given a capacity
+
+  def check_router(self, router):
+    """Raises ValueError if the mode cannot use this router."""
+    del router
+
+  def __call__(self, layer, context, grouped, instructions, experts_dim,
+               capacity):
+    """The layer's output before the residual.
+
+    Args:
+      layer: the SwitchFeedForward (its expert hyperparameters).
+      context: transformer.Context.
+      grouped: [groups, group_size, d_model].
+      instructions: routing.RoutingInstructions over `experts_unsplit`.
+      experts_dim: mtf.Dimension `experts` of the expert weights.
+      capacity: int, slots per expert and group.
+
+    Returns:
+      [groups, group_size, d_model].
+    """
+    groups_dim, group_size_dim, model_dim = grouped.shape.dims
+    routed_experts_dim = mtf.Dimension("experts_unsplit", experts_dim.size)
+    capacity_dim = mtf.Dimension("capacity", capacity)
+    # [experts_unsplit, groups, capacity, d_model]
+    expert_inputs = self.dispatch(grouped, instructions, routed_experts_dim,
+                                  capacity_dim)
+    # Same values, the split moved from the groups to the experts: under
+    # expert parallelism this is the all-to-all of Section 2.2 / Figure 9.
+    # [experts, groups_unsplit, capacity, d_model]
+    unsplit_groups_dim = mtf.Dimension("groups_unsplit", groups_dim.size)
+    expert_inputs = mtf.reshape(
+        expert_inputs, [experts_dim, unsplit_groups_dim, capacity_dim,
+                        model_dim])
+    expert_outputs = layer._experts(context, expert_inputs, experts_dim)  # pylint: disable=protected-access
+    # ... and back: [experts_unsplit, groups, capacity, d_model]
+    expert_outputs = mtf.reshape(
+        expert_outputs, [routed_experts_dim, groups_dim, capacity_dim,
+                         model_dim])
+    # [groups, group_size, d_model]
+    return self.combine(expert_outputs, instructions, group_size_dim)
+
+  def dispatch(self, grouped, instructions, experts_dim, capacity_dim):
+    """[groups, group_size, d_model] -> [experts, groups, capacity, d_model]."""
+    groups_dim, _, model_dim = grouped.shape.dims
+    return mtf.einsum(
+        [grouped, instructions.dispatch],
+        output_shape=[experts_dim, groups_dim, capacity_dim, model_dim])
+
+  def combine(self, expert_outputs, instructions, group_size_dim):
+    """[experts, groups, capacity, d_model] -> [groups, group_size, d_model]."""
+    _, groups_dim, _, model_dim = expert_outputs.shape.dims
+    return mtf.einsum([expert_outputs, instructions.combine],
+                      output_shape=[groups_dim, group_size_dim, model_dim])
+
+
+class _IndexDispatch(_EinsumDispatch):
+  """The same buffers filled and read by index (mtf_switch.dispatch:
+  gather and segment sums, no multiplications by zero)."""
+  one_hot_tensors = False
+
+  def dispatch(self, grouped, instructions, experts_dim, capacity_dim):
+    return dispatch.dispatch(grouped, instructions.assignments, experts_dim,
+                             capacity_dim)
+
+  def combine(self, expert_outputs, instructions, group_size_dim):
+    return dispatch.combine(expert_outputs, instructions.assignments,
+                            group_size_dim)
+
+
+class _DroplessDispatch:
+  """No capacity: each expert computes exactly the rows routed to it
+  (mtf_switch.dropless; CPU and GPU, not TPU)."""
+  one_hot_tensors = False
+  dropless = True  # the router is given the whole group as capacity
+
+  def check_router(self, router):
+    router.check_dropless()
+
+  def __call__(self, layer, context, grouped, instructions, experts_dim,
+               capacity):
+    del capacity  # the whole group: nothing was dropped
+    return dropless.ffn(
+        grouped, instructions.assignments, experts_dim,
+        mtf.Dimension("d_ff", layer.hidden_size),
+        _activation_list(layer.activation), context.variable_dtype,
+        lambda dim: _mesh_axis(context, dim),
+        layer.expert_dropout_rate if context.train else 0.0)
+
+
+def _activation_list(activation):
+  """The activations of an expert's input kernels, as a list."""
+  activations = ACTIVATIONS[activation]
+  return activations if isinstance(activations, list) else [activations]
+
+
+# How tokens reach their experts, by the `dispatch_mode` that chooses it.
+_DISPATCHERS = {
+    "einsum": _EinsumDispatch(),
+    "index": _IndexDispatch(),
+    "dropless": _DroplessDispatch(),
+}
+DISPATCH_MODES = tuple(_DISPATCHERS)
 
 
 @gin.configurable(module="mtf_switch")
@@ -132,7 +249,15 @@ class SwitchFeedForward(transformer.TransformerLayer):
       expert_dropout_rate: dropout rate inside the experts' hidden layer
         ("expert dropout", Section 4.1: 0.4 for fine-tuning), apart from the
         layer stack's dropout.
-      dispatch_mode: one of DISPATCH_MODES.
+      dispatch_mode: how tokens reach their experts, one of
+        DISPATCH_MODES: "einsum" (one-hot einsums into capacity buffers,
+        the TPU default), "index" (the same buffers by gather and segment
+        sums, faster on CPU), or "dropless" (no capacity, nothing dropped
+        in training or evaluation: each expert computes only the rows
+        routed to it, as MegaBlocks; CPU and GPU only, see
+        mtf_switch.dropless for its cost over a mesh; the capacity
+        factors and min_capacity are then unused, and the router must be
+        a tokens-choose one).
       dropless_eval: outside training (evaluation, decoding), give every
         expert room for the whole group, so that no token is dropped
         whatever the router does (capacity_factor_eval is then unused).
@@ -158,6 +283,7 @@ class SwitchFeedForward(transformer.TransformerLayer):
                        % (DISPATCH_MODES, dispatch_mode))
     router = router or routers.TokensChooseRouter()
     router.check_num_experts(num_experts)
+    _DISPATCHERS[dispatch_mode].check_router(router)
     routing.check_capacity_factor(capacity_factor_train,
                                   "capacity_factor_train")
     routing.check_capacity_factor(capacity_factor_eval,
@@ -175,15 +301,15 @@ class SwitchFeedForward(transformer.TransformerLayer):
     self.expert_dropout_rate = expert_dropout_rate
     self.dispatch_mode = dispatch_mode
     self.dropless_eval = dropless_eval
+    self._dispatcher = _DISPATCHERS[dispatch_mode]
 
   def call(self, context, x, losses=None):
     """Applies the layer to x: [batch..., (length,) d_model]."""
-    model_dim = x.shape.dims[-1]
     experts_dim = mtf.Dimension("experts", self.num_experts)
     self._check_expert_split(context, experts_dim)
     self.router.check_context(context)
     grouped, nonpadding = self._group_tokens(context, x)
-    groups_dim, group_size_dim = grouped.shape.dims[:2]
+    group_size_dim = grouped.shape.dims[1]
     # Routing sees all experts on every core (the router is small); the
     # expert weights are split along `experts` as the layout says.
     routed_experts_dim = mtf.Dimension("experts_unsplit", self.num_experts)
@@ -192,56 +318,27 @@ class SwitchFeedForward(transformer.TransformerLayer):
     instructions = self.router(
         grouped, nonpadding, routed_experts_dim, capacity, context.train,
         context.variable_dtype, x.dtype,
-        one_hot_tensors=self.dispatch_mode == "einsum")
+        one_hot_tensors=self._dispatcher.one_hot_tensors)
     self._record(context, instructions.metrics)
-    capacity_dim = mtf.Dimension("capacity", capacity)
-
-    # [experts_unsplit, groups, capacity, d_model]
-    expert_inputs = self._dispatch(grouped, instructions, routed_experts_dim,
-                                   capacity_dim)
-    # Same values, the split moved from the groups to the experts: under
-    # expert parallelism this is the all-to-all of Section 2.2 / Figure 9.
-    # [experts, groups_unsplit, capacity, d_model]
-    unsplit_groups_dim = mtf.Dimension("groups_unsplit", groups_dim.size)
-    expert_inputs = mtf.reshape(
-        expert_inputs, [experts_dim, unsplit_groups_dim, capacity_dim,
-                        model_dim])
-    expert_outputs = self._experts(context, expert_inputs, experts_dim)
-    # ... and back: [experts_unsplit, groups, capacity, d_model]
-    expert_outputs = mtf.reshape(
-        expert_outputs, [routed_experts_dim, groups_dim, capacity_dim,
-                         model_dim])
     # [groups, group_size, d_model]
-    outputs = self._combine(expert_outputs, instructions, group_size_dim)
+    outputs = self._dispatcher(self, context, grouped, instructions,
+                               experts_dim, capacity)
     return mtf.reshape(outputs, x.shape)
 
+  @property
+  def evaluates_dropless(self):
+    """Whether evaluation and decoding drop no token."""
+    return self.dropless_eval or self._dispatcher.dropless
+
   def capacity(self, group_size, train):
-    """Slots per expert in a group of group_size tokens (Section 2.2)."""
-    if not train and self.dropless_eval:
+    """Slots per expert in a group of group_size tokens (Section 2.2); the
+    whole group where no token may be dropped, so that every token fits."""
+    if self._dispatcher.dropless or (not train and self.dropless_eval):
       return group_size
     return routing.expert_capacity(
         group_size, self.num_experts,
         self.capacity_factor_train if train else self.capacity_factor_eval,
         self.min_capacity)
-
-  def _dispatch(self, grouped, instructions, experts_dim, capacity_dim):
-    """[groups, group_size, d_model] -> [experts, groups, capacity, d_model]."""
-    if self.dispatch_mode == "index":
-      return dispatch.dispatch(grouped, instructions.assignments, experts_dim,
-                               capacity_dim)
-    groups_dim, _, model_dim = grouped.shape.dims
-    return mtf.einsum(
-        [grouped, instructions.dispatch],
-        output_shape=[experts_dim, groups_dim, capacity_dim, model_dim])
-
-  def _combine(self, expert_outputs, instructions, group_size_dim):
-    """[experts, groups, capacity, d_model] -> [groups, group_size, d_model]."""
-    if self.dispatch_mode == "index":
-      return dispatch.combine(expert_outputs, instructions.assignments,
-                              group_size_dim)
-    _, groups_dim, _, model_dim = expert_outputs.shape.dims
-    return mtf.einsum([expert_outputs, instructions.combine],
-                      output_shape=[groups_dim, group_size_dim, model_dim])
 
   def _experts(self, context, expert_inputs, experts_dim):
     """The experts' FFNs: [experts, groups, capacity, d_model] both ways."""

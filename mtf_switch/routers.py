@@ -67,6 +67,14 @@ class Router:
     graph-build time with the layer's transformer.Context)."""
     del context
 
+  def check_dropless(self):
+    """Raises ValueError if the router needs an expert capacity, which
+    `SwitchFeedForward.dispatch_mode = "dropless"` does not have.
+
+    A router whose tokens choose their experts serves dropless dispatch as
+    it is: it is given the whole group as capacity, so every choice fits.
+    """
+
   def __call__(self, inputs, nonpadding, experts_dim, capacity, train,
                variable_dtype, activation_dtype, one_hot_tensors=True):
     """Routes a layer's grouped tokens.
@@ -178,6 +186,14 @@ class BatchPrioritizedRouter(TokensChooseRouter):
   """
   batch_prioritized = True
 
+  def check_dropless(self):
+    raise ValueError(
+        "BatchPrioritizedRouter orders the tokens only to decide which to "
+        "drop, and dispatch_mode='dropless' drops none: use "
+        "@mtf_switch.TokensChooseRouter() (the same routing without the "
+        "group_size^2 x experts queue), or dispatch_mode='einsum' or 'index' "
+        "to keep a capacity")
+
 
 @gin.configurable(module="mtf_switch")
 class NoTokenLeftBehindRouter(TokensChooseRouter):
@@ -208,6 +224,13 @@ class NoTokenLeftBehindRouter(TokensChooseRouter):
       raise ValueError("no-token-left-behind re-routes top-1 routing; got "
                        "num_selected_experts=%d" % self.num_selected_experts)
     self.passes = passes
+
+  def check_dropless(self):
+    raise ValueError(
+        "NoTokenLeftBehindRouter re-routes the tokens that capacity leaves "
+        "behind, and dispatch_mode='dropless' leaves none: use "
+        "@mtf_switch.TokensChooseRouter() (top-1, the same routing), or "
+        "dispatch_mode='einsum' or 'index' to keep a capacity")
 
   def check_num_experts(self, num_experts):
     super().check_num_experts(num_experts)
@@ -242,6 +265,13 @@ class ExpertsChooseRouter(Router):
           "encoder/mtf_switch.SwitchFeedForward.router = "
           "@mtf_switch.ExpertsChooseRouter())"
           % tf.get_variable_scope().name)
+
+  def check_dropless(self):
+    raise ValueError(
+        "ExpertsChooseRouter has each expert take `capacity` tokens, and "
+        "dispatch_mode='dropless' has no capacity: use it with "
+        "dispatch_mode='einsum' or 'index', or route with "
+        "@mtf_switch.TokensChooseRouter() for dropless dispatch")
 
   def route(self, logits, capacity, nonpadding, train, activation_dtype,
             one_hot_tensors):

@@ -149,7 +149,8 @@ def run_layer(layer, x, sequence_id=None, train_mode=True,
   """Applies `layer` to numpy x [batch, length, d_model] on a mesh.
 
   With objective_weights (numpy, x's shape), also the objective
-  sum(y * objective_weights) + the layer's losses, and its gradients.
+  sum(y * objective_weights) + the layer's losses, and its gradients
+  (with respect to the variables and, as "grad_input", to x).
   `seed` is the graph's: it draws the initial weights and the noise;
   variable_values ({name: value}) replace the initial weights.
 
@@ -189,10 +190,24 @@ def run_layer(layer, x, sequence_id=None, train_mode=True,
     outputs["objective"] = objective
     variables, grads = step.gradients(objective)
     outputs.update(("grad/" + v.name, g) for v, g in zip(variables, grads))
+    grad_x, = mtf.gradients([objective], [mtf_x])
+    outputs["grad_input"] = mtf.cast(grad_x, tf.float32)
   values, variables = run(graph, mesh, outputs, mesh_shape, layout,
                           variable_values, variables_out=True)
   dims = {v.name: v.shape.dimension_names for v in graph.all_variables}
   return values, {n: (v, dims[n]) for n, v in variables.items()}
+
+
+def numeric_gradient(fn, value, eps=1e-6):
+  """d fn / d value by central differences: fn maps a float64 numpy array
+  of value's shape to a float."""
+  value = np.asarray(value, np.float64)
+  grad = np.zeros_like(value)
+  for index in np.ndindex(*value.shape):
+    step = np.zeros_like(value)
+    step[index] = eps
+    grad[index] = (fn(value + step) - fn(value - step)) / (2 * eps)
+  return grad
 
 
 def weights_by_role(variables, num_experts):
