@@ -627,13 +627,16 @@ def router_metrics(logits, probs, top1_mask, kept, nonpadding, num_tokens,
   """
   experts_dim = probs.shape.dims[-1]
   assigned = num_tokens * float(num_selected_experts)
+  # Zero, not one, when the batch is all padding: nothing was dropped.
+  unplaced = (mtf.reduce_sum(nonpadding) * float(num_selected_experts)
+              - mtf.reduce_sum(kept))
   top1_prob = mtf.reduce_max(probs, reduced_dim=experts_dim)
   log_probs = mtf.log_softmax(logits, reduced_dim=experts_dim)
   entropy = -mtf.reduce_sum(probs * log_probs, reduced_dim=experts_dim)
   expert_fraction = mtf.reduce_sum(
       top1_mask, output_shape=[experts_dim]) / num_tokens
   return {
-      "dropped_fraction": 1.0 - mtf.reduce_sum(kept) / assigned,
+      "dropped_fraction": unplaced / assigned,
       "expert_fraction": expert_fraction,
       "expert_fraction_max": mtf.reduce_max(expert_fraction),
       "expert_fraction_min": mtf.reduce_min(expert_fraction),

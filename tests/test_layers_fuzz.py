@@ -1,7 +1,8 @@
 """Property-based tests of the Switch layer against the numpy reference.
 
 Hypothesis draws the layer's configuration (experts, top-1 or top-2,
-group size, capacity factor, minimum capacity, dispatch), the activation
+group size, capacity factor, minimum capacity, dispatch: einsum, index or
+dropless, which has no capacity), the activation
 dtype, the batch's shape, its padding (none, all, a single real token,
 random) and the mesh; every draw must match numpy_reference.switch_layer
 (in bfloat16: the same routing, the outputs within bfloat16 rounding).
@@ -45,7 +46,7 @@ def padding_patterns(draw, batch, length):
 
 
 @st.composite
-def cases(draw):
+def cases(draw, dispatch_modes=("einsum", "index")):
   """A layer configuration, a batch and a mesh that can hold them."""
   num_experts = draw(st.sampled_from([1, 2, 4, 8]))
   k = draw(st.sampled_from([1, 2] if num_experts >= 2 else [1]))
@@ -63,7 +64,7 @@ def cases(draw):
       group_size=draw(st.integers(1, batch * length)),
       capacity_factor=draw(st.sampled_from([0.25, 0.5, 1.0, 1.25, 2.0, 4.0])),
       min_capacity=draw(st.integers(1, 4)),
-      dispatch_mode=draw(st.sampled_from(["einsum", "index"])),
+      dispatch_mode=draw(st.sampled_from(dispatch_modes)),
       dtype=draw(st.sampled_from([tf.float32, tf.bfloat16])),
       mesh=draw(st.sampled_from(meshes)),
       nonpadding=draw(padding_patterns(batch, length)),
@@ -73,9 +74,22 @@ def cases(draw):
 @FUZZ
 @given(cases())
 def test_any_configuration_matches_the_numpy_reference(case):
+  _check_against_the_numpy_reference(case)
+
+
+@FUZZ
+@given(cases(dispatch_modes=("dropless",)))
+def test_any_dropless_configuration_matches_the_numpy_reference(case):
+  """Dropless dispatch draws its own examples: its capacity factor and
+  minimum capacity are unused, and nothing may drop."""
+  _check_against_the_numpy_reference(case)
+
+
+def _check_against_the_numpy_reference(case):
   # Counted by pytest --hypothesis-show-statistics.
-  event("%s, top-%d, %s" % (case["dtype"].name, case["k"],
-                            case["mesh"][0] or "one device"))
+  event("%s, top-%d, %s, %s" % (case["dtype"].name, case["k"],
+                                case["mesh"][0] or "one device",
+                                case["dispatch_mode"]))
   rng = np.random.RandomState(case["seed"])
   # bfloat16-representable inputs: the float32 router then sees what the
   # reference sees (Section 2.4).
@@ -98,10 +112,13 @@ def test_any_configuration_matches_the_numpy_reference(case):
                    if tokens_per_shard % d == 0)
   assert layers.choose_group_size(
       case["batch"] * case["length"], case["group_size"], shards) == group_size
-  # Eq. 3 of the paper, with mesh-tensorflow's floor and a group's ceiling.
+  # Eq. 3 of the paper, with mesh-tensorflow's floor and a group's ceiling;
+  # without capacity (dropless), room for the whole group.
   capacity = min(max(math.ceil(group_size * case["capacity_factor"] /
                                case["num_experts"]), case["min_capacity"]),
                  group_size)
+  if case["dispatch_mode"] == "dropless":
+    capacity = group_size
   want_y, want = numpy_reference.switch_layer(
       x, k=case["k"], capacity=capacity, group_size=group_size,
       nonpadding=case["nonpadding"].astype(float),
@@ -116,5 +133,7 @@ def test_any_configuration_matches_the_numpy_reference(case):
                              rtol=1e-4, atol=1e-7)
   np.testing.assert_allclose(got["switch/dropped_fraction"],
                              want["dropped_fraction"], atol=1e-6)
+  if case["dispatch_mode"] == "dropless":
+    assert got["switch/dropped_fraction"] == 0.0
   # Padding gets exactly nothing (the residual carries it).
   assert np.all(got["y"][case["nonpadding"] == 0] == 0)

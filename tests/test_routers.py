@@ -256,3 +256,34 @@ def test_bfloat16_router_rounds_its_probabilities():
   bfloat16_router = routing_stats(False, tf.bfloat16)
   assert np.all(bfloat16_router != float32_layer)
   np.testing.assert_allclose(bfloat16_router, float32_layer, rtol=2e-2)
+
+
+@pytest.mark.parametrize("router,match", [
+    (routers.BatchPrioritizedRouter(),
+     r"BatchPrioritizedRouter .* drops none: use "
+     r"@mtf_switch.TokensChooseRouter\(\)"),
+    (routers.NoTokenLeftBehindRouter(),
+     r"NoTokenLeftBehindRouter .* leaves none: use "
+     r"@mtf_switch.TokensChooseRouter\(\)"),
+    (routers.ExpertsChooseRouter(),
+     r"ExpertsChooseRouter .* no capacity: use it with "
+     r"dispatch_mode='einsum' or 'index'"),
+])
+def test_routers_that_need_a_capacity_refuse_dropless_dispatch(router, match):
+  with pytest.raises(ValueError, match=match):
+    layers.SwitchFeedForward(num_experts=4, router=router,
+                             dispatch_mode="dropless")
+  # With capacity buffers they are fine.
+  layers.SwitchFeedForward(num_experts=4, router=router,
+                           dispatch_mode="index")
+
+
+@pytest.mark.parametrize("router", [
+    routers.TokensChooseRouter(num_selected_experts=2), FirstExpertRouter()])
+def test_tokens_choose_routers_serve_dropless_dispatch(router):
+  layer = layers.SwitchFeedForward(num_experts=4, router=router,
+                                   dispatch_mode="dropless")
+  # The router is given the whole group: every choice fits.
+  assert layer.capacity(64, train=True) == 64
+  assert layer.capacity(64, train=False) == 64
+  assert layers.SwitchFeedForward(num_experts=4).capacity(64, True) == 20

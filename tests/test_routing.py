@@ -106,6 +106,21 @@ def test_position_is_exclusive_cumsum_so_capacity_tokens_fit():
   np.testing.assert_allclose(got["dropped_fraction"], 0.5)
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_a_batch_of_padding_only_drops_nothing(k):
+  """No real token, no assignment dropped: the dropped fraction is 0, not
+  1 (a dropless layer must read 0 whatever its batch)."""
+  logits = np.random.RandomState(k).randn(2, 8, 4)
+  nonpadding = np.zeros((2, 8))
+  got = _route(logits, k, 2, nonpadding)
+  want = numpy_reference.route(logits, k, 2, nonpadding)
+  assert got["dropped_fraction"] == want["dropped_fraction"] == 0.0
+  one_real = nonpadding.copy()
+  one_real[1, 3] = 1
+  assert _route(logits, k, 2, one_real)["dropped_fraction"] == 0.0
+  assert _route(logits, k, 0, one_real)["dropped_fraction"] == 1.0
+
+
 def test_top2_second_choices_queue_after_first_choices():
   # Token 0 picks expert 1 first and expert 0 second; token 1 picks expert 0
   # first.  Token 1's first choice takes expert 0's slot 0 even though it

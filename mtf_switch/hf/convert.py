@@ -143,7 +143,7 @@ def _blocks(stack_name, stack_layers, pattern, found):
       found["router"].add(_router_settings(layer.router))
       # None: dropless evaluation (every token of a sequence fits).
       found["capacity_factor_eval"].add(
-          None if layer.dropless_eval else layer.capacity_factor_eval)
+          None if layer.evaluates_dropless else layer.capacity_factor_eval)
       found["min_capacity"].add(layer.min_capacity)
       found["activation"].add(layer.activation)
       blocks.append("sparse")

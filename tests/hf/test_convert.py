@@ -171,10 +171,17 @@ def test_gated_checkpoints_import_with_the_same_logits(tmp_path):
                       _model_logits(hf_model))
 
 
-def test_dropless_evaluation_exports_a_capacity_of_the_whole_sequence():
-  config = convert.hf_config(convert.describe(_build([
-      "mtf_switch.SwitchFeedForward.dropless_eval = True"])), 512)
+@pytest.mark.parametrize("bindings", [
+    ["mtf_switch.SwitchFeedForward.dropless_eval = True"],
+    ["mtf_switch.SwitchFeedForward.dropless_eval = False",
+     "mtf_switch.SwitchFeedForward.dispatch_mode = 'dropless'"]])
+def test_dropless_evaluation_exports_a_capacity_of_the_whole_sequence(
+    bindings):
+  config = convert.hf_config(convert.describe(_build(bindings)), 512)
   assert config["expert_capacity"] == 512
+  capped = convert.hf_config(convert.describe(_build(
+      ["mtf_switch.SwitchFeedForward.dropless_eval = False"])), 512)
+  assert capped["expert_capacity"] < 512
 
 
 def test_shapes_huggingface_cannot_express_are_refused(tmp_path):
