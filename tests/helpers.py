@@ -1,6 +1,9 @@
 """Shared test utilities: build mtf graphs, lower them on a CPU mesh, run."""
 import glob
 import os
+import re
+import subprocess
+import sys
 import types
 
 import mtf_switch  # noqa: F401  (compat shim before mesh_tensorflow)
@@ -338,3 +341,46 @@ def curve_rows(losses, seconds_per_step=1.0, every=100):
                train_loss=loss, validation_loss=loss,
                router_confidence=float("nan"))
           for i, loss in enumerate(losses)]
+
+
+def refused(module, *args, env=None):
+  """Runs `python -m module args`, which must refuse them as argparse
+  does: exit status 2, stderr one line `<prog>: error: ...`, no traceback.
+
+  TensorFlow's C++ info lines are off (TF_CPP_MIN_LOG_LEVEL=1); its
+  warnings and errors are not, so a stray line fails the check.
+
+  Args:
+    module: e.g. "mtf_switch.training.train".
+    *args: its arguments.
+    env: more environment variables.
+
+  Returns:
+    the error's text after "<prog>: error: ".
+  """
+  result = subprocess.run(
+      [sys.executable, "-m", module] + list(args), capture_output=True,
+      text=True, timeout=300, cwd=REPO,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1", **(env or {})))
+  prog = "%s: error: " % (module.rsplit(".", 1)[1] + ".py")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert result.stderr.startswith(prog), result.stderr[-3000:]
+  assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), (
+      result.stderr[-3000:])
+  return result.stderr[len(prog):-1]
+
+
+# A line that reads like a warning or an error: Python's logging
+# ("WARNING:tensorflow:...", "ERROR:root:..."), the warnings module
+# ("...: UserWarning: ..."), a traceback's last line ("ValueError: ..."),
+# TensorFlow's C++ log ("2026-01-01 12:00:00.000000: W tensorflow/...") and
+# absl's ("W0101 12:00:00.000000 1234 file.py:1] ...").
+WARNING_LINE = re.compile(r"WARNING|Warning|ERROR|Error"
+                          r"|^\d{4}-\d\d-\d\d [\d:.]+: [WEF] "
+                          r"|^[WEF]\d{4} \d\d:\d\d:\d\d")
+
+
+def warning_lines(text):
+  """The lines of `text` that read like warnings or errors."""
+  return [line for line in text.splitlines() if WARNING_LINE.search(line)]

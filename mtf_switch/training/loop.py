@@ -3,7 +3,7 @@
 `train` runs a StepGraph's training step over batches and, after each step,
 every action it was given (as t5x's trainer runs its actions): reporting,
 TensorBoard summaries and checkpoints here; a guard or an early stop is
-another `Action`.  `train_task` and `evaluate_task` are the main job's
+another `Action`.  `TaskTraining` and `evaluate_task` are the main job's
 whole runs on a seqio task.
 """
 import os
@@ -194,68 +194,102 @@ def log_likelihood(sess, step_graph, batches, max_batches=None):
   return total / max(count, 1.0)
 
 
-def train_task(model, model_dir, task_name, steps, batch_size, input_length,
-               target_length, mesh_shape="", layout="",
-               make_optimizer=None, log_every=10, save_every=100,
-               init_checkpoint=None, max_skips_in_a_row=0, mesh_devices=None,
-               out=sys.stdout):
-  """Trains `model` on a seqio task to `steps` total steps, resuming from
-  the latest checkpoint in model_dir, with console reports, TensorBoard
-  summaries and checkpoints.
+class TaskTraining:
+  """The main job's training run on a seqio task: set up and checked when
+  made, before anything is written to model_dir; then `train`.
 
-  Args:
-    init_checkpoint: a checkpoint or model dir whose weights start a new
-      run (fine-tuning: optimizer state and step start afresh; a model with
-      an `init_assignment(step_graph, checkpoint)` method, such as
-      `distillation.Distillation`, says which weights); ignored when
-      model_dir already has a checkpoint (the run resumes).
-    max_skips_in_a_row: with an optimizer that skips non-finite steps
-      (guard.SkipNonFiniteAdafactorOptimizer), how many may come in a row
-      before training stops (StopOnNonFinite).
-    mesh_devices: None, or a device name per mesh position
-      (mesh.parse_devices).
-    (the others: as their names say; steps counts from the run's start.)
-
-  Returns:
-    list of (step, loss) of the steps run now.
-
-  Raises:
-    ValueError: if init_checkpoint is missing, was trained with another
-      vocabulary or does not hold this model's weights, or if model_dir's
-      run used another vocabulary (before anything is written to
-      model_dir).
+  Resumes from the latest checkpoint in model_dir, or starts from
+  `init_checkpoint`'s weights, or afresh; trains with console reports,
+  TensorBoard summaries and checkpoints.  Everything that can refuse the
+  run happens in the constructor (the vocabularies and the initial
+  checkpoint are checked before the step graph is built), so that a
+  command can refuse it as a bad value (`mtf_switch.cli.refusals`) and
+  let errors of the training itself keep their tracebacks.
   """
-  step_graph = step_lib.build_step_graph(
-      model, batch_size, input_length, target_length, mesh_shape, layout,
-      make_optimizer=make_optimizer, mesh_devices=mesh_devices)
-  init_from = None
-  if checkpoints.latest(model_dir):
-    data.check_vocabulary(model_dir, task_name)  # resuming
-  elif init_checkpoint:
-    init_from = checkpoints.resolve(init_checkpoint)
-    data.check_vocabulary(os.path.dirname(init_from), task_name)
-    assignment = init_assignment(model, step_graph, init_from)
-  tf.io.gfile.makedirs(model_dir)
-  data.write_vocabulary_record(model_dir, task_name)
-  write_operative_config(model_dir)
-  sess, checkpoint = checkpoints.start_session(step_graph, model_dir)
-  with sess:
-    first_step = int(sess.run(step_graph.global_step))
-    if checkpoint:
-      print("resuming from %s (step %d)" % (checkpoint, first_step), file=out)
-    elif init_from:
-      checkpoints.restore_weights(sess, step_graph, init_from, assignment)
-      print("weights from %s (optimizer state and step start afresh)"
-            % init_from, file=out)
-    batches = data.task_batches(task_name, "train", batch_size, input_length,
-                                target_length, skip_batches=first_step)
-    tokens_per_step = batch_size * (input_length + target_length)
-    actions = [
-        StopOnNonFinite(steps, model_dir, max_skips_in_a_row, out),
-        ConsoleReport(log_every, steps, tokens_per_step, first_step, out),
-        WriteSummaries(log_every, steps, model_dir),
-        SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]
-    return train(sess, step_graph, batches, steps, actions)
+
+  def __init__(self, model, model_dir, task_name, batch_size, input_length,
+               target_length, mesh_shape="", layout="", make_optimizer=None,
+               init_checkpoint=None, mesh_devices=None):
+    """Checks the run, builds its step graph and starts its session.
+
+    Args:
+      init_checkpoint: a checkpoint or model dir whose weights start a new
+        run (fine-tuning: optimizer state and step start afresh; a model
+        with an `init_assignment(step_graph, checkpoint)` method, such as
+        `distillation.Distillation`, says which weights); ignored when
+        model_dir already has a checkpoint (the run resumes).
+      mesh_devices: None, or a device name per mesh position
+        (mesh.parse_devices).
+      (the others: as their names say.)
+
+    Raises:
+      ValueError: if init_checkpoint is missing, was trained with another
+        vocabulary or does not hold this model's weights, or if model_dir's
+        run used another vocabulary or has no readable checkpoint among
+        its checkpoints.
+    """
+    self.model = model
+    self.model_dir = model_dir
+    self.task_name = task_name
+    self.batch_size = batch_size
+    self.input_length = input_length
+    self.target_length = target_length
+    self.init_from = None
+    if checkpoints.latest(model_dir):
+      data.check_vocabulary(model_dir, task_name)  # resuming
+    elif init_checkpoint:
+      self.init_from = checkpoints.resolve(init_checkpoint)
+      data.check_vocabulary(os.path.dirname(self.init_from), task_name)
+    self.step_graph = step_lib.build_step_graph(
+        model, batch_size, input_length, target_length, mesh_shape, layout,
+        make_optimizer=make_optimizer, mesh_devices=mesh_devices)
+    if self.init_from:
+      self.assignment = init_assignment(model, self.step_graph,
+                                        self.init_from)
+    # Last: a model dir whose checkpoints are all unreadable is refused
+    # here; `train` closes the session.
+    self.sess, self.checkpoint = checkpoints.start_session(self.step_graph,
+                                                           model_dir)
+    self.first_step = int(self.sess.run(self.step_graph.global_step))
+
+  def train(self, steps, log_every=10, save_every=100, max_skips_in_a_row=0,
+            out=sys.stdout):
+    """Trains to `steps` total steps, counting those of a resumed run.
+
+    Args:
+      max_skips_in_a_row: with an optimizer that skips non-finite steps
+        (guard.SkipNonFiniteAdafactorOptimizer), how many may come in a row
+        before training stops (StopOnNonFinite).
+      (the others: as their names say.)
+
+    Returns:
+      list of (step, loss) of the steps run now.
+    """
+    model_dir, step_graph = self.model_dir, self.step_graph
+    first_step = self.first_step
+    tf.io.gfile.makedirs(model_dir)
+    data.write_vocabulary_record(model_dir, self.task_name)
+    write_operative_config(model_dir)
+    with self.sess as sess:
+      if self.checkpoint:
+        print("resuming from %s (step %d)" % (self.checkpoint, first_step),
+              file=out)
+      elif self.init_from:
+        checkpoints.restore_weights(sess, step_graph, self.init_from,
+                                    self.assignment)
+        print("weights from %s (optimizer state and step start afresh)"
+              % self.init_from, file=out)
+      batches = data.task_batches(self.task_name, "train", self.batch_size,
+                                  self.input_length, self.target_length,
+                                  skip_batches=first_step)
+      tokens_per_step = self.batch_size * (self.input_length +
+                                           self.target_length)
+      actions = [
+          StopOnNonFinite(steps, model_dir, max_skips_in_a_row, out),
+          ConsoleReport(log_every, steps, tokens_per_step, first_step, out),
+          WriteSummaries(log_every, steps, model_dir),
+          SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]
+      return train(sess, step_graph, batches, steps, actions)
 
 
 def write_operative_config(model_dir):

@@ -53,11 +53,48 @@ def cpu_mesh_impl(mesh_shape, layout, devices=None):
   Returns:
     mtf.placement_mesh_impl.PlacementMeshImpl.
   """
-  mesh_shape = mtf.convert_to_shape(mesh_shape)
+  mesh_shape, layout_rules = parse_mesh(mesh_shape, layout)
   if devices:
     check_devices(devices, mesh_shape)
-  return ReproducibleMeshImpl(mesh_shape, mtf.convert_to_layout_rules(layout),
+  return ReproducibleMeshImpl(mesh_shape, layout_rules,
                               list(devices or [""] * mesh_shape.size))
+
+
+def parse_mesh(mesh_shape, layout=""):
+  """The mtf.Shape and mtf.LayoutRules of a mesh shape and a layout.
+
+  Checked before a graph is built: mesh-tensorflow would parse them where
+  the first layer is laid out, failing there with a message that names
+  neither string.  A layout rule may name a mesh axis that the mesh does
+  not have (mesh-tensorflow ignores it, as T5's default layouts rely on).
+
+  Args:
+    mesh_shape: e.g. "batch:1,experts:2" ("" is one device), or mtf.Shape.
+    layout: e.g. "batch:batch;experts:experts", or mtf.LayoutRules.
+
+  Returns:
+    (mtf.Shape, mtf.LayoutRules).
+
+  Raises:
+    ValueError: naming the mesh shape that is not name:size pairs of
+      distinct names and positive sizes, or the layout that is not
+      dimension:axis pairs.
+  """
+  try:
+    shape = mtf.convert_to_shape(mesh_shape)
+  except ValueError:  # an entry without one colon, or a size not an int
+    shape = None
+  if (shape is None or any(d.size < 1 for d in shape.dims)
+      or len(set(shape.dimension_names)) < shape.ndims):
+    raise ValueError("mesh shape %r: give mesh axes as name:size pairs, "
+                     "each name once and each size positive, e.g. "
+                     "batch:1,experts:2" % (mesh_shape,))
+  try:
+    layout_rules = mtf.convert_to_layout_rules(layout)
+  except ValueError:
+    raise ValueError("layout %r: give tensor_dimension:mesh_axis pairs, e.g. "
+                     "batch:batch;experts:experts" % (layout,)) from None
+  return shape, layout_rules
 
 
 def lower(mtf_graph, mesh, mesh_shape="", layout="", autostack=False,
@@ -110,9 +147,9 @@ def check_devices(devices, mesh_shape):
 
   Raises:
     ValueError: if the count is not the mesh's size, or a GPU is missing
-      (naming the GPUs there are).
+      (naming the GPUs there are), or as `parse_mesh`.
   """
-  mesh_shape = mtf.convert_to_shape(mesh_shape)
+  mesh_shape, _ = parse_mesh(mesh_shape)
   if len(devices) != mesh_shape.size:
     raise ValueError(
         "%d mesh devices %s for mesh %s of %d positions: give one device "

@@ -13,7 +13,6 @@ model's dense twin, taught by the gin model restored from that checkpoint
 
   python -m mtf_switch.training.train --model_dir /tmp/switch_tiny --steps 300
 """
-import argparse
 import functools
 import sys
 
@@ -31,29 +30,32 @@ from mtf_switch.training import data
 from mtf_switch.training import decode
 from mtf_switch.training import loop
 from mtf_switch.training import mesh as mesh_lib
+from mtf_switch.training import step
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model_dir", default="runs/switch_tiny",
                       help="checkpoints and TensorBoard summaries; an "
                            "existing one is resumed")
   cli.add_flags(parser, default_files=["models/switch_tiny.gin"])
   parser.add_argument("--task", default="mtf_switch_default_span_corruption")
-  parser.add_argument("--steps", type=int, default=300,
+  parser.add_argument("--steps", type=cli.positive_int, default=300,
                       help="total steps, counting those of a resumed run")
+  # Sizes of a step: checked by the step graph (step.check_shape).
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--input_length", type=int, default=64)
   parser.add_argument("--target_length", type=int, default=16)
-  parser.add_argument("--learning_rate", type=float, default=1e-2)
+  parser.add_argument("--learning_rate", type=cli.positive_float,
+                      default=1e-2)
   parser.add_argument("--mesh_shape", default="batch:1,experts:2")
   parser.add_argument("--layout", default="batch:batch;experts:experts")
   parser.add_argument("--mesh_devices", default="",
                       help="a device per mesh position, e.g. gpu:0,gpu:1 "
                            "(cpu:0,cpu:1,... makes virtual CPU devices); "
                            "default: every slice on the default device")
-  parser.add_argument("--log_every", type=int, default=25)
-  parser.add_argument("--save_every", type=int, default=100)
+  parser.add_argument("--log_every", type=cli.positive_int, default=25)
+  parser.add_argument("--save_every", type=cli.positive_int, default=100)
   parser.add_argument("--init_checkpoint", default=None,
                       help="model dir or checkpoint whose weights start a "
                            "new run (fine-tuning; its vocabulary must be "
@@ -62,11 +64,12 @@ def main(argv=None):
                       help="model dir or checkpoint of the gin model (a "
                            "Switch teacher); trains its dense twin by "
                            "distillation")
-  parser.add_argument("--distill_fraction", type=float, default=0.25,
+  parser.add_argument("--distill_fraction", type=float, default=None,
                       help="weight of the teacher's probabilities in the "
-                           "loss (the paper: 0.25)")
-  parser.add_argument("--skip_nonfinite_steps", type=int, default=0,
-                      metavar="N",
+                           "loss, with --distill_from (default: the "
+                           "paper's 0.25)")
+  parser.add_argument("--skip_nonfinite_steps", type=cli.non_negative_int,
+                      default=0, metavar="N",
                       help="skip a step whose gradients are not finite "
                            "(no update; counted in the log and TensorBoard) "
                            "instead of stopping, up to N in a row; 0 stops "
@@ -74,33 +77,69 @@ def main(argv=None):
   parser.add_argument("--metrics", action="store_true",
                       help="at the end, decode the validation split and "
                            "print the task's metrics")
-  parser.add_argument("--metric_batches", type=int, default=None,
+  parser.add_argument("--metric_batches", type=cli.positive_int,
+                      default=None,
                       help="decode at most this many batches for --metrics")
   args = parser.parse_args(argv)
   if args.init_checkpoint and args.distill_from:
     parser.error("give --init_checkpoint (fine-tuning) or --distill_from "
                  "(distillation), not both")
-  if args.skip_nonfinite_steps < 0:
-    parser.error("--skip_nonfinite_steps=%d: give 0 (stop at the first "
-                 "non-finite step) or a positive number of steps"
-                 % args.skip_nonfinite_steps)
+  # A flag that only another flag makes mean anything is not ignored.
+  if args.distill_fraction is not None and not args.distill_from:
+    parser.error("--distill_fraction %s weighs a teacher: give "
+                 "--distill_from too, or leave it out" % args.distill_fraction)
+  if args.metric_batches is not None and not args.metrics:
+    parser.error("--metric_batches %d limits the decodes of --metrics: give "
+                 "--metrics too, or leave it out" % args.metric_batches)
+  with cli.refusals(parser):
+    job, student, run = _set_up(parser, args)
   try:
+    job.train(args.steps, log_every=args.log_every,
+              save_every=args.save_every,
+              max_skips_in_a_row=args.skip_nonfinite_steps)
+  except checkpoints.NonFiniteError as e:
+    sys.exit("training stopped: %s" % e)
+  print("validation neg. log perplexity after %d steps: %.4f"
+        % (args.steps, loop.evaluate_task(job.model, args.model_dir, **run)))
+  if args.metrics:
+    run.pop("task_name")
+    scores = decode.task_metrics(student, args.model_dir, args.task,
+                                 max_batches=args.metric_batches, **run)
+    print("validation metrics after %d steps: %s" % (args.steps, ", ".join(
+        "%s %.4g" % kv for kv in sorted(scores.items()))))
+
+
+def _set_up(parser, args):
+  """Everything before the first training step: checks, the model, the
+  evaluation of a fresh run and the training run, started.
+
+  Returns:
+    (loop.TaskTraining, the model whose decodes --metrics scores, the
+    run's keyword arguments for loop.evaluate_task).
+
+  Raises:
+    ValueError: naming a bad value (the library's checks; the caller
+      refuses it as argparse does, `cli.refusals`).
+  """
+  mesh_lib.parse_mesh(args.mesh_shape, args.layout)
+  with cli.refusals(parser, "--mesh_devices=%s" % args.mesh_devices):
     mesh_devices = mesh_lib.parse_devices(args.mesh_devices)
     if mesh_devices:
       mesh_lib.check_devices(mesh_devices, args.mesh_shape)
-  except ValueError as e:
-    parser.error("--mesh_devices=%s: %s" % (args.mesh_devices, e))
+  step.check_shape(args.batch_size, args.input_length, args.target_length)
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(args.task)
   gin_files = cli.parse(args)
   model = student = models.make_model(vocab_size, args.mesh_shape,
                                      args.layout)
   if args.distill_from:
-    model = distillation.Distillation(model,
-                                      fraction_soft=args.distill_fraction)
+    fraction = (0.25 if args.distill_fraction is None
+                else args.distill_fraction)
+    with cli.refusals(parser, "--distill_fraction %s" % fraction):
+      model = distillation.Distillation(model, fraction_soft=fraction)
     student = model.student
     print("distilling %s into its dense twin (fraction soft %g)"
-          % (args.distill_from, args.distill_fraction))
+          % (args.distill_from, fraction))
   init_checkpoint = args.init_checkpoint or args.distill_from
   print("training %s on %s for %d steps, mesh %r, in %s" % (
       " + ".join(gin_files), args.task, args.steps, args.mesh_shape,
@@ -114,26 +153,18 @@ def main(argv=None):
   if not (checkpoints.latest(args.model_dir) or init_checkpoint):
     print("validation neg. log perplexity before training: %.4f"
           % loop.evaluate_task(model, None, **run))
-  try:
-    loop.train_task(
-        model, args.model_dir, steps=args.steps,
-        make_optimizer=functools.partial(
-            guard.SkipNonFiniteAdafactorOptimizer if args.skip_nonfinite_steps
-            else mtf.optimize.AdafactorOptimizer,
-            learning_rate=args.learning_rate),
-        log_every=args.log_every, save_every=args.save_every,
-        init_checkpoint=init_checkpoint,
-        max_skips_in_a_row=args.skip_nonfinite_steps, **run)
-  except checkpoints.NonFiniteError as e:
-    sys.exit("training stopped: %s" % e)
-  print("validation neg. log perplexity after %d steps: %.4f"
-        % (args.steps, loop.evaluate_task(model, args.model_dir, **run)))
-  if args.metrics:
-    run.pop("task_name")
-    scores = decode.task_metrics(student, args.model_dir, args.task,
-                                 max_batches=args.metric_batches, **run)
-    print("validation metrics after %d steps: %s" % (args.steps, ", ".join(
-        "%s %.4g" % kv for kv in sorted(scores.items()))))
+  job = loop.TaskTraining(
+      model, args.model_dir,
+      make_optimizer=functools.partial(
+          guard.SkipNonFiniteAdafactorOptimizer if args.skip_nonfinite_steps
+          else mtf.optimize.AdafactorOptimizer,
+          learning_rate=args.learning_rate),
+      init_checkpoint=init_checkpoint, **run)
+  if args.steps < job.first_step:
+    parser.error("--steps %d: the run in %s is at step %d already; give the "
+                 "total steps, %d or more" % (args.steps, args.model_dir,
+                                              job.first_step, job.first_step))
+  return job, student, run
 
 
 if __name__ == "__main__":

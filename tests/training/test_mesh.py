@@ -34,6 +34,25 @@ def test_device_lists_are_parsed_to_canonical_names():
       mesh_lib.parse_devices(bad)
 
 
+def test_mesh_shapes_and_layouts_are_parsed_or_refused_by_name():
+  shape, rules = mesh_lib.parse_mesh("batch:1,experts:2",
+                                     "batch:batch;experts:experts")
+  assert shape == mtf.Shape([mtf.Dimension("batch", 1),
+                             mtf.Dimension("experts", 2)])
+  assert rules.tensor_dimension_to_mesh_axis(
+      mtf.Dimension("experts", 4), shape) == 1
+  assert mesh_lib.parse_mesh("")[0].size == 1
+  # A rule for an axis the mesh lacks is kept, unused (T5's layouts).
+  mesh_lib.parse_mesh("batch:2", "batch:batch;experts:experts")
+  for bad in ("batch:x", "batch", "batch:0", "batch:-2", "batch:1,batch:2"):
+    with pytest.raises(ValueError, match="mesh shape %r: give mesh axes as "
+                                         "name:size pairs" % bad):
+      mesh_lib.parse_mesh(bad)
+  with pytest.raises(ValueError, match="layout 'experts': give "
+                                       "tensor_dimension:mesh_axis pairs"):
+    mesh_lib.cpu_mesh_impl("experts:2", "experts")
+
+
 def test_a_device_list_must_fit_the_mesh_and_the_machine():
   with pytest.raises(ValueError, match=r"1 mesh devices \['/device:CPU:0'\] "
                                        r"for mesh .* of 2 positions"):

@@ -114,10 +114,33 @@ def test_main_job_trains_checkpoints_and_resumes_after_a_kill(
   (after,) = _perplexities(out)
   assert after > before + 0.5  # log perplexity falls by at least 0.5 nat
 
+  # Fewer total steps than it has done: refused, not "after 10 steps".
+  error = helpers.refused("mtf_switch.training.train", "--model_dir",
+                          model_dir, "--steps", "10")
+  assert error == ("--steps 10: the run in %s is at step 50 already; give "
+                   "the total steps, 50 or more" % model_dir)
+  assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-50")
+
+
+@pytest.mark.slow
+def test_a_correct_run_logs_no_warning_or_error_lines(tmp_path):
+  # TensorFlow's C++ log at its default level (scripts/env.sh turns its
+  # warnings off), and four saves, one past the Saver's max_to_keep (its
+  # deletion logs a deprecation).
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  result = subprocess.run(
+      [sys.executable, "-m", "mtf_switch.training.train", "--model_dir",
+       str(tmp_path / "run"), "--steps", "40", "--log_every", "10",
+       "--save_every", "10"], capture_output=True, text=True, timeout=900,
+      env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "saved %s" % (tmp_path / "run" / "model.ckpt-40") in result.stdout
+  assert helpers.warning_lines(result.stdout + result.stderr) == []
+
 
 @pytest.mark.slow
 def test_main_job_fine_tunes_and_distills_from_a_checkpoint(
-    killed_and_resumed, tmp_path):
+    killed_and_resumed, tmp_path, capsys):
   pretrained = killed_and_resumed[0]  # trained 50 steps, not written below
   finetune = ["--init_checkpoint", pretrained, "--gin_file",
               "models/switch_tiny.gin", "--gin_file", "finetune/switch.gin",
@@ -133,14 +156,14 @@ def test_main_job_fine_tunes_and_distills_from_a_checkpoint(
                         "--metric_batches", "1", *finetune)
 
   # Meanwhile: a model of another shape is refused before anything is
-  # written (the job's main in this process: an error it raises ends the
-  # command).
+  # written (the job's main in this process).
   refused = str(tmp_path / "refused")
-  with pytest.raises(ValueError, match="model.ckpt-50 does not fit this "
-                                       "model"):
+  with pytest.raises(SystemExit) as exit_info:
     train.main(["--model_dir", refused, "--steps", "10", *finetune,
                 "--gin_param",
                 "mtf_switch.SwitchFeedForward.hidden_size = 48"])
+  assert exit_info.value.code == 2
+  assert "model.ckpt-50 does not fit this model" in capsys.readouterr().err
   assert not os.path.exists(refused)
 
   out = distillation.output()
@@ -164,7 +187,49 @@ def test_main_job_refuses_a_negative_number_of_skips(capsys):
   with pytest.raises(SystemExit) as exit_info:
     train.main(["--skip_nonfinite_steps", "-1"])
   assert exit_info.value.code == 2
-  assert "--skip_nonfinite_steps=-1: give 0" in capsys.readouterr().err
+  assert ("argument --skip_nonfinite_steps: -1: give 0 or a positive "
+          "integer" in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args,named", [
+    # The flags' own types.
+    (["--steps", "-5"], "argument --steps: -5: give a positive integer"),
+    (["--learning_rate", "-1"],
+     "argument --learning_rate: -1: give a finite number > 0"),
+    (["--distill_fraction", "0.5"],
+     "--distill_fraction 0.5 weighs a teacher: give --distill_from"),
+    # The library's checks as the job sets up, before any graph.
+    (["--batch_size", "0"], "batch_size=0: give a positive int"),
+    (["--mesh_shape", "batch:x"],
+     "mesh shape 'batch:x': give mesh axes as name:size pairs"),
+    (["--gin_file", "nope.gin"], "Unable to open file: nope.gin."),
+    (["--gin_param", "mtf_switch.Nope.x = 1"],
+     "No configurable matching 'mtf_switch.Nope'"),
+    (["--task", "nope"], "unknown task or mixture 'nope'"),
+    (["--init_checkpoint", "/nonexistent"],
+     "no checkpoint at '/nonexistent': give a model dir holding one"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_main_job_refuses_bad_values_in_one_line(tmp_path, args, named):
+  model_dir = str(tmp_path / "run")
+  error = helpers.refused("mtf_switch.training.train", "--model_dir",
+                          model_dir, *args)
+  assert named in error
+  assert not os.path.exists(model_dir)
+
+
+def test_main_job_refuses_a_checkpoint_of_another_vocabulary(tmp_path):
+  pretrained = tmp_path / "pretrained"
+  pretrained.mkdir()
+  (pretrained / "model.ckpt-5.index").write_text("")
+  (pretrained / "vocabulary.json").write_text(
+      '{"class": "SentencePieceVocabulary", "sha256": "0", "task": "other", '
+      '"vocab_size": 32128}')
+  error = helpers.refused(
+      "mtf_switch.training.train", "--model_dir", str(tmp_path / "run"),
+      "--init_checkpoint", str(pretrained / "model.ckpt-5"))
+  assert error.startswith("the checkpoint in %s was trained with another "
+                          "vocabulary (SentencePieceVocabulary, size 32128, "
+                          "of task other)" % pretrained)
 
 
 @pytest.mark.slow
