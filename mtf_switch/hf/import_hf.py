@@ -9,26 +9,23 @@ Reads model.safetensors, pytorch_model.bin and their sharded forms; a
 directory that is not a SwitchTransformers checkpoint, a missing file or a
 weight of the wrong shape is refused by name, with nothing written.
 """
-import argparse
-import sys
-
 from mtf_switch.t5 import compat  # noqa: F401  (before mesh_tensorflow)
 
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import cli
 from mtf_switch.hf import convert
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--hf_dir", required=True)
   parser.add_argument("--out", required=True, help="new model dir")
   args = parser.parse_args(argv)
   tf.disable_eager_execution()
-  try:
+  # A bad model, checkpoint or directory, named; nothing is written then.
+  with cli.refusals(parser):
     gin_path = convert.import_(args.hf_dir, args.out)
-  except ValueError as e:  # a bad model, checkpoint or directory, named
-    sys.exit("import_hf: %s" % e)
   print("wrote %s/model.ckpt-0 and %s" % (args.out, gin_path))
 
 

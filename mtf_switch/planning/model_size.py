@@ -14,7 +14,6 @@ Table 9 (T5-Base 124B ... Switch-C 890B, inputs 512 / targets 114 tokens):
 attention scores counted once (QK^T).  The router and the dispatch/combine
 einsums are reported apart: the paper does not count them.
 """
-import argparse
 import collections
 import sys
 
@@ -180,16 +179,19 @@ def _human(n):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   cli.add_flags(parser)  # a model gin file, then optionally a layout
-  parser.add_argument("--input_length", type=int, default=512)
-  parser.add_argument("--target_length", type=int, default=114)
-  parser.add_argument("--vocab_size", type=int, default=32128)
+  parser.add_argument("--input_length", type=cli.positive_int, default=512)
+  parser.add_argument("--target_length", type=cli.positive_int, default=114)
+  parser.add_argument("--vocab_size", type=cli.positive_int, default=32128)
   args = parser.parse_args(argv)
-  gin_files = cli.parse(args)
-  mesh_shape, layout = layout_from_gin()
-  size = count(mesh_shape, layout, args.input_length, args.target_length,
-               args.vocab_size)
+  # Counting builds a graph and trains nothing: all its errors are the gin
+  # model's or the layout's (each named).
+  with cli.refusals(parser):
+    gin_files = cli.parse(args)
+    mesh_shape, layout = layout_from_gin()
+    size = count(mesh_shape, layout, args.input_length, args.target_length,
+                 args.vocab_size)
   print("model:             %s" % " + ".join(gin_files))
   print("mesh / layout:     %s / %s" % (mesh_shape or "1 core",
                                         layout or "-"))

@@ -26,7 +26,6 @@ the FLOPs of `mtf_switch.planning.model_size` (x3 for forward and backward, x4 w
 rematerialization) at the chip's peak rate, plus the all-to-alls at the
 slice's bisection bandwidth, without overlap.
 """
-import argparse
 import collections
 import re
 import sys
@@ -413,28 +412,26 @@ def _advice(p):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   cli.add_flags(parser)  # a model gin file, then a layout
-  parser.add_argument("--batch_size", type=int, required=True,
+  parser.add_argument("--batch_size", type=cli.positive_int, required=True,
                       help="sequences per step, all cores together")
   parser.add_argument("--sequence_length", default="inputs:512,targets:114",
                       help="T5's feature lengths (default: C4 span "
                            "corruption's)")
   parser.add_argument("--chip", default="v3", choices=sorted(CHIPS))
-  parser.add_argument("--vocab_size", type=int, default=32128)
+  parser.add_argument("--vocab_size", type=cli.positive_int, default=32128)
   parser.add_argument("--activation_dtype", default="bfloat16",
                       choices=["bfloat16", "float32"])
   args = parser.parse_args(argv)
-  try:
+  # Planning builds a graph and trains nothing: all its errors are the
+  # gin model's, the layout's or the flags' (each named).
+  with cli.refusals(parser):
     input_length, target_length = parse_sequence_length(args.sequence_length)
-  except ValueError as e:
-    parser.error(str(e))
-  if args.batch_size < 1:
-    parser.error("--batch_size %d: must be >= 1" % args.batch_size)
-  gin_files = cli.parse(args)
-  mesh_shape, layout = model_size.layout_from_gin()
-  p = plan(args.batch_size, input_length, target_length, args.vocab_size,
-           mesh_shape, layout, tf.as_dtype(args.activation_dtype))
+    gin_files = cli.parse(args)
+    mesh_shape, layout = model_size.layout_from_gin()
+    p = plan(args.batch_size, input_length, target_length, args.vocab_size,
+             mesh_shape, layout, tf.as_dtype(args.activation_dtype))
   print("model:          %s" % " + ".join(gin_files))
   print("mesh / layout:  %s / %s" % (mesh_shape or "1 core", layout or "-"))
   print("batch:          %d x (inputs %d, targets %d)" % (

@@ -24,19 +24,26 @@ import gin
 import tensorflow.compat.v1 as tf
 
 import mtf_switch  # noqa: F401  (gin search path)
+from mtf_switch import cli
 from mtf_switch.studies import report
 from mtf_switch.studies import study as study_lib
 
 
 def load_study(study_file, quick):
+  """The study of a gin file (its quick copy if `quick`).
+
+  Raises:
+    ValueError: naming the file that is not found or does not parse, or
+      what is wrong with the study (`study.Study`).
+  """
   gin.clear_config()
-  gin.parse_config_file(study_file)
+  cli.parse_files([study_file])
   study = study_lib.Study()
   return study.quick() if quick else study
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--study", required=True,
                       help="study gin file, by name (studies/*.gin) or path")
   parser.add_argument("--results_dir", default=None,
@@ -49,7 +56,8 @@ def main(argv=None):
   parser.add_argument("--run", help=argparse.SUPPRESS)  # MODEL:SEED (child)
   args = parser.parse_args(argv)
   tf.disable_eager_execution()
-  study = load_study(args.study, args.quick)
+  with cli.refusals(parser, "--study %s" % args.study):
+    study = load_study(args.study, args.quick)
   work_dir = os.path.join(args.work_dir, "quick" if args.quick else "",
                           study.name)
   results_dir = (os.path.join(work_dir, "results") if args.quick else
@@ -59,6 +67,9 @@ def main(argv=None):
     model, seed = args.run.rsplit(":", 1)
     study_lib.run(study, model, int(seed), work_dir, results_dir, sys.stdout)
     return
+  # In this process: a run's child would fail with a traceback.
+  with cli.refusals(parser, "--study %s" % args.study):
+    study_lib.check_runs(study, work_dir)
   runs = study.runs()
   for i, (model, seed) in enumerate(runs):
     name = study_lib.run_name(model, seed)

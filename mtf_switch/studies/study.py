@@ -30,6 +30,7 @@ from mesh_tensorflow.transformer import learning_rate_schedules
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import cli
 from mtf_switch import distillation
 from mtf_switch import models as models_lib
 from mtf_switch.training import checkpoints
@@ -197,9 +198,9 @@ def finished_checkpoint(study, model, seed, work_dir):
   return None
 
 
-def check_run_dir(run_dir, config):
-  """Records `config` in a new run dir, or checks that an existing one was
-  made with it.
+def check_run_dir(run_dir, config, record=True):
+  """Records `config` in a new run dir (if `record`), or checks that an
+  existing one was made with it.
 
   Raises:
     ValueError: naming the run dir, if it holds a run of another config
@@ -218,17 +219,45 @@ def check_run_dir(run_dir, config):
           "folder to start this run afresh, or use another --work_dir"
           % (run_dir, ", ".join(changed)))
     return
+  if not record:
+    return
   tf.io.gfile.makedirs(run_dir)
   with open(path, "w") as f:
     json.dump(config, f, indent=1, sort_keys=True)
 
 
+def check_runs(study, work_dir):
+  """Checks, before any run starts, what would stop a run as it starts:
+  the task, each model's gin config (files found, bindings parsed) and the
+  run dirs in work_dir.  Leaves gin cleared.
+
+  Raises:
+    ValueError: naming an unknown task, the model whose gin config does
+      not parse, or a run dir of another configuration (check_run_dir).
+  """
+  data.vocab_size(study.task)
+  for model in study.models:
+    try:
+      parse_model_config(study.models[model])
+    except ValueError as e:
+      raise ValueError("model %s of study %s: %s" % (model, study.name,
+                                                     e)) from e
+  gin.clear_config()
+  for model, seed in study.runs():
+    check_run_dir(os.path.join(work_dir, run_name(model, seed)),
+                  run_config(study, model, seed), record=False)
+
+
 def parse_model_config(config):
-  """Parses a model's gin files and bindings (gin cleared first)."""
+  """Parses a model's gin files and bindings (gin cleared first).
+
+  Raises:
+    ValueError: as `mtf_switch.cli.parse_files`.
+  """
   gin.clear_config()
   files = [c for c in config if c.endswith(".gin")]
   bindings = [c for c in config if not c.endswith(".gin")]
-  gin.parse_config_files_and_bindings(files, bindings)
+  cli.parse_files(files, bindings)
 
 
 def read_curve(path):

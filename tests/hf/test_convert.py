@@ -277,3 +277,16 @@ def test_configs_mtf_switch_cannot_rebuild_are_refused(tmp_path):
                      "from its shared.weight"):
     convert.import_(str(tmp_path / "untied"), str(tmp_path / "out"))
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_commands_refuse_what_they_cannot_convert_in_one_line(tmp_path):
+  missing = str(tmp_path / "missing")
+  out = str(tmp_path / "out")
+  assert helpers.refused("mtf_switch.hf.export_hf", "--model_dir", missing,
+                         "--out", out) == (
+      "no checkpoint at %r: give a model dir holding one or a checkpoint "
+      "path such as DIR/model.ckpt-1000" % missing)
+  assert helpers.refused("mtf_switch.hf.import_hf", "--hf_dir", missing,
+                         "--out", out) == (
+      "%s has no config.json: not a HuggingFace model dir" % missing)
+  assert not os.path.exists(out)

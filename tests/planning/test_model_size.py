@@ -1,6 +1,6 @@
 """The model zoo: every gin model under its layout, sized by model_size."""
 import gin
-import helpers  # noqa: F401  (graph mode, compat shim)
+import helpers  # graph mode, compat shim; refusals
 import pytest
 
 from mtf_switch.planning import model_size
@@ -145,3 +145,14 @@ def test_contradictory_bindings_name_the_parameters():
   with pytest.raises(ValueError,
                      match=r"num_selected_experts .* num_experts=1, got 2"):
     model_size.count()
+
+
+def test_the_command_refuses_bad_values_in_one_line():
+  model = ["--gin_file", "models/switch_tiny.gin"]
+  assert helpers.refused(
+      "mtf_switch.planning.model_size", *model, "--input_length", "-3") == (
+          "argument --input_length: -3: give a positive integer (1 or more)")
+  assert helpers.refused(
+      "mtf_switch.planning.model_size", *model, "--gin_param",
+      "mtf_switch.TokensChooseRouter.num_selected_experts = 9") == (
+          "num_selected_experts must be 1 (Switch) or 2 (top-2 MoE), got 9")

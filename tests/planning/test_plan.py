@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import gin
-import helpers  # noqa: F401  (graph mode, compat shim)
+import helpers  # graph mode, compat shim; refusals
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -147,6 +147,18 @@ def test_bad_input_is_named():
   with pytest.raises(SystemExit):
     plan.main(["--gin_file", "models/dense_tiny.gin", "--batch_size", "8",
                "--chip", "v9"])
+
+
+def test_the_command_refuses_bad_values_in_one_line():
+  model = ["--gin_file", "models/switch_tiny.gin"]
+  assert helpers.refused("mtf_switch.planning.plan", *model, "--batch_size",
+                         "0") == ("argument --batch_size: 0: give a "
+                                  "positive integer (1 or more)")
+  assert helpers.refused(
+      "mtf_switch.planning.plan", *model, "--gin_file",
+      "layouts/cpu_expert_data_2.gin", "--batch_size", "3") == (
+          "--batch_size 3 does not split over the layout's 2 batch shards "
+          "(mesh 'batch:2'); use a multiple of 2")
 
 
 @pytest.mark.slow

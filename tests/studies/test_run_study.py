@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import helpers
 import pytest
 
 _TINY = ["d_model = 16", "d_ff = 32", "num_heads = 2", "d_kv = 8"]
@@ -136,3 +137,33 @@ def test_a_student_is_distilled_from_its_teachers_run(tmp_path):
   assert "distilling from %s" % teacher in out
   assert _curve(tmp_path, "switch_4-seed1") == teacher_curve
   assert _curve(tmp_path, "student-seed1")[0]["validation_loss"]
+
+
+def _refused(tmp_path, study_file):
+  return helpers.refused("mtf_switch.studies.run_study", "--study",
+                         study_file, "--work_dir", str(tmp_path / "work"),
+                         "--results_dir", str(tmp_path / "results"))
+
+
+def test_bad_studies_are_refused_in_one_line_before_any_run(tmp_path):
+  missing = str(tmp_path / "nope.gin")
+  assert _refused(tmp_path, missing).startswith(
+      "--study %s: Unable to open file: %s." % (missing, missing))
+  study_file = _study_file(tmp_path, steps=4, eval_every=3)
+  assert _refused(tmp_path, study_file) == (
+      "--study %s: eval_every=3 must divide steps=4" % study_file)
+  # A model's gin config, checked before the first run's child starts.
+  with open(study_file, "w") as f:
+    f.write(STUDY % dict(models={"dense": ["models/nope.gin"]}, steps=4,
+                         eval_every=2))
+  assert _refused(tmp_path, study_file).startswith(
+      "--study %s: model dense of study tiny: Unable to open file: "
+      "models/nope.gin." % study_file)
+  # A run dir of another configuration in the work dir.
+  study_file = _study_file(tmp_path, steps=4, eval_every=2)
+  run_dir = tmp_path / "work" / "tiny" / "dense-seed1"
+  run_dir.mkdir(parents=True)
+  (run_dir / "run_config.json").write_text('{"steps": 2}')
+  assert "%s holds a run of another configuration" % run_dir in _refused(
+      tmp_path, study_file)
+  assert not (tmp_path / "results").exists()
