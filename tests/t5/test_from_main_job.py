@@ -1,7 +1,9 @@
 """A checkpoint of the main job read by T5 with gin/from_main_job.gin:
-scored by MtfModel and evaluated by T5's binary on the main job's own
-validation examples, fine-tuned by MtfModel; without the gin file, the
-failure names the binding to add, before T5 restores anything."""
+scored by MtfModel and evaluated by T5's binary as the main job's own
+evaluation code scores the same examples, fine-tuned by MtfModel; without
+the gin file, the failure names the binding to add, before T5 restores
+anything."""
+import itertools
 import os
 import re
 import shutil
@@ -16,10 +18,14 @@ import pytest
 import seqio
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import models
 import mtf_switch.tasks  # noqa: F401  (registers the task)
 from mtf_switch.t5 import checkpoint_check
 from mtf_switch.t5 import mtf_model
+from mtf_switch.training import checkpoints
 from mtf_switch.training import data
+from mtf_switch.training import loop
+from mtf_switch.training import step
 
 pytestmark = pytest.mark.slow
 
@@ -29,28 +35,24 @@ MESH_SHAPE = "batch:1,experts:2"
 LAYOUT = "batch:batch;experts:experts"
 LENGTHS = {"inputs": 64, "targets": 16}
 BATCH_SIZE = 16
-# The main job's validation loss averages over the split's first 20
-# batches (`mtf_switch.training.loop.evaluate_task`).
-EVAL_EXAMPLES = 20 * BATCH_SIZE
+# As many batches as the main job's validation loss averages over
+# (`mtf_switch.training.loop.evaluate_task`).
+EVAL_BATCHES = 20
 STEPS = 4
 T5_BINARY = [os.path.join(os.path.dirname(sys.executable),
                           "t5_mesh_transformer")]
 DROP_IN = [sys.executable, "-m", "mtf_switch.t5.mesh_transformer_main"]
-# The main job prints its validation loss rounded to 4 decimals (an error
-# of at most 5e-5); T5's float32 graph on the same weights and examples
-# sums the same log-probabilities in another order (relative error ~1e-6,
-# under 1e-5 here).  Weights read as bfloat16, or another step's, or other
-# examples, are off by 1e-3 or more (4 steps move the loss by 0.16).
-TOLERANCE = 1e-4
+# T5 and the main job compute in float32 from the same float32 weights and
+# token ids; they differ in the order of their sums (measured: 1e-7
+# relative, bit-equal one example at a time).  Weights read as bfloat16
+# (3 significant digits), another checkpoint or other examples are off by
+# 1e-3 or more.
+RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def main_job(tmp_path_factory):
-  """A main-job run of STEPS steps with its defaults.
-
-  Returns:
-    (model_dir, the validation neg. log perplexity it printed at the end).
-  """
+  """The model dir of a main-job run of STEPS steps with its defaults."""
   model_dir = str(tmp_path_factory.mktemp("from_main_job") / "main")
   result = subprocess.run(
       [sys.executable, "-m", "mtf_switch.training.train",
@@ -59,26 +61,46 @@ def main_job(tmp_path_factory):
       capture_output=True, text=True, timeout=900,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert result.returncode == 0, result.stderr[-3000:]
-  found = re.search(r"validation neg. log perplexity after %d steps: "
-                    r"(-?[\d.]+)" % STEPS, result.stdout)
-  assert found, result.stdout[-3000:]
-  return model_dir, float(found.group(1))
+  return model_dir
 
 
 @pytest.fixture(scope="module")
-def validation_targets():
-  """The targets the main job's validation loss averages over, read by
-  the main job's own data code: (their texts, their number of tokens)."""
+def main_job_evaluation(main_job):
+  """The main job's own evaluation of the validation examples that T5
+  reads with from_main_job.gin: its model (from the run's operative
+  config), evaluation step graph, checkpoint restore and `log_likelihood`,
+  on the split's first EVAL_BATCHES batches as its data code draws them
+  with seed 0 (no graph-level seed: T5's input graph has none).
+
+  Returns:
+    dict: "texts" (the targets), "tokens" (their number), "batch_sums"
+    (the summed log-likelihood of each batch's targets), "mean" (per
+    token).
+  """
+  gin.clear_config()
+  gin.parse_config_file(os.path.join(main_job, "operative_config.gin"))
+  model = models.make_model(data.vocab_size(TASK), MESH_SHAPE, LAYOUT)
+  step_graph = step.build_step_graph(
+      model, BATCH_SIZE, LENGTHS["inputs"], LENGTHS["targets"], MESH_SHAPE,
+      LAYOUT, train=False)
+  gin.clear_config()
+  with tf.Graph().as_default():
+    batches = list(itertools.islice(
+        data.task_batches(TASK, "validation", BATCH_SIZE, LENGTHS["inputs"],
+                          LENGTHS["targets"], repeat=False), EVAL_BATCHES))
+  sess, checkpoint = checkpoints.start_session(step_graph, main_job)
+  assert checkpoint.endswith("model.ckpt-%d" % STEPS)
+  with sess:
+    batch_sums = [
+        sess.run(step_graph.token_log_likelihood,
+                 {step_graph.inputs: b["inputs"],
+                  step_graph.targets: b["targets"]}) for b in batches]
+    mean = loop.log_likelihood(sess, step_graph, iter(batches))
   vocabulary = _vocabulary()
-  batches = data.task_batches(TASK, "validation", BATCH_SIZE,
-                              LENGTHS["inputs"], LENGTHS["targets"],
-                              repeat=False)
-  texts, tokens = [], 0
-  for _ in range(EVAL_EXAMPLES // BATCH_SIZE):
-    targets = next(batches)["targets"]
-    tokens += int((targets != 0).sum())
-    texts.extend(vocabulary.decode(t.tolist()) for t in targets)
-  return texts, tokens
+  return {"texts": [vocabulary.decode(t.tolist())
+                    for b in batches for t in b["targets"]],
+          "tokens": sum(int((b["targets"] != 0).sum()) for b in batches),
+          "batch_sums": np.array(batch_sums), "mean": mean}
 
 
 def _vocabulary():
@@ -92,26 +114,25 @@ def _model(model_dir, **kwargs):
 
 
 def test_mtf_model_scores_as_the_main_job_evaluates(main_job,
-                                                    validation_targets):
-  model_dir, main_job_perplexity = main_job
-  texts, tokens = validation_targets
+                                                    main_job_evaluation):
   gin.parse_config_file("from_main_job.gin")
   gin.parse_config("mesh_eval_dataset_fn.num_eval_examples = %d"
-                   % EVAL_EXAMPLES)
-  scores, scored = _model(model_dir).score(
+                   % (EVAL_BATCHES * BATCH_SIZE))
+  scores, scored = _model(main_job).score(
       mixture_or_task_name=TASK, mixture_or_task_split="validation",
       vocabulary=_vocabulary())
-  # The main job's examples (the same random spans: seed 0), in its order.
-  assert list(scored) == texts
-  assert np.isfinite(scores).all()
-  assert sum(scores) / tokens == pytest.approx(main_job_perplexity,
-                                               abs=TOLERANCE)
+  # The same examples, in the same order.
+  assert list(scored) == main_job_evaluation["texts"]
+  scores = np.array(scores)
+  assert np.isfinite(scores).all() and (scores < 0).all()
+  np.testing.assert_allclose(
+      scores.reshape(EVAL_BATCHES, BATCH_SIZE).sum(axis=1),
+      main_job_evaluation["batch_sums"], rtol=RTOL)
 
 
 def test_mtf_model_without_from_main_job_gin_names_the_binding(main_job):
-  model_dir, _ = main_job
   with pytest.raises(checkpoint_check.CheckpointMismatchError) as error:
-    _model(model_dir).score(inputs=["one two"], targets=["two"],
+    _model(main_job).score(inputs=["one two"], targets=["two"],
                             vocabulary=_vocabulary())
   message = str(error.value)
   assert 'utils.get_variable_dtype.master_dtype = "float32"' in message
@@ -141,7 +162,7 @@ class _Run:
             % BATCH_SIZE,
             "--gin_param=utils.run.dataset_split = 'validation'",
             "--gin_param=utils.run.perplexity_eval_steps = %d"
-            % (EVAL_EXAMPLES // BATCH_SIZE),
+            % EVAL_BATCHES,
             "--gin_param=eval_checkpoint_step = -1",
         ], stdout=subprocess.DEVNULL, stderr=self._log, text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -161,20 +182,18 @@ def _eval_metric(log, name):
 
 
 def test_t5_binary_evaluates_it_as_the_main_job_and_names_the_binding(
-    main_job, validation_targets, tmp_path):
-  model_dir, main_job_perplexity = main_job
-  _, tokens = validation_targets
+    main_job, main_job_evaluation, tmp_path):
   # Both at once (each mostly one busy core): T5's own binary with the gin
   # file, the drop-in without it.
-  with_gin = _Run(T5_BINARY, model_dir, str(tmp_path / "with"),
+  with_gin = _Run(T5_BINARY, main_job, str(tmp_path / "with"),
                   "from_main_job.gin")
-  without = _Run(DROP_IN, model_dir, str(tmp_path / "without"))
+  without = _Run(DROP_IN, main_job, str(tmp_path / "without"))
 
   returncode, log = with_gin.finish()
   assert returncode == 0, log[-5000:]
-  assert _eval_metric(log, "num_eval_tokens") == tokens
+  assert _eval_metric(log, "num_eval_tokens") == main_job_evaluation["tokens"]
   assert _eval_metric(log, "neg_log_perplexity") == pytest.approx(
-      main_job_perplexity, abs=TOLERANCE)
+      main_job_evaluation["mean"], rel=RTOL)
 
   returncode, log = without.finish()
   assert returncode != 0
@@ -185,7 +204,7 @@ def test_t5_binary_evaluates_it_as_the_main_job_and_names_the_binding(
 
 
 def test_mtf_model_finetunes_from_the_checkpoints_weights(main_job, tmp_path):
-  model_dir, _ = main_job
+  model_dir = main_job
   finetuned_dir = str(tmp_path / "finetuned")
   gin.parse_config_file("from_main_job.gin")
   _model(finetuned_dir, learning_rate_schedule=0.001,
