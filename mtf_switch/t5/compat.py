@@ -30,6 +30,9 @@ import _mtf_switch_import_hook
 
 from mtf_switch.t5 import quiet
 
+# Before `decode_to_text` imports mesh_tensorflow.transformer.utils, whose
+# import of pkg_resources warns.
+quiet.ignore_known_warnings()
 with quiet.native_lines_dropped(quiet.CUDA_PROBE_LINES):
   # mtf_switch's first TensorFlow import.
   from tensorflow.python.framework import ops  # noqa: F401
