@@ -5,10 +5,10 @@ T5 (its binary `t5_mesh_transformer`, the drop-in
 into the variables of the graph it builds.  When the two differ it fails
 only as its session starts, with an error that names neither the cause nor
 the fix: "expected dtype bfloat16 does not equal original dtype float" for
-every weight, or a shape error of an op named `save/Assign_12`.  The
-checks here compare the checkpoint first and raise
-`CheckpointMismatchError`, whose message names the gin binding (or file)
-that fixes it.
+every weight, or, for a weight of another shape, "Expected size[2] in
+[0, 128], but got 256" at a slice of a stacked variable.  The checks here
+compare the checkpoint first and raise `CheckpointMismatchError`, whose
+message names the gin binding (or file) that fixes it.
 
 The usual case is a checkpoint of mtf_switch's main job
 (`python -m mtf_switch.training.train`).  Its weights and Adafactor slots
@@ -203,12 +203,16 @@ def checkpoint_t5_binary_reads():
   if not ("model_dir" in flags.FLAGS and "module_import" in flags.FLAGS
           and flags.FLAGS.is_parsed()):
     return None, False
+  if getattr(flags.FLAGS, "use_model_api", False):
+    return None, False  # T5's MtfModel runs the modes, not utils.run
   model_dir = flags.FLAGS.model_dir
   latest = model_dir and tf.train.latest_checkpoint(model_dir)
   if latest:
     return latest, True
-  if _gin_value("utils.run.mode", "train") == "train":
-    return _gin_value("utils.run.init_checkpoint", None), False
+  init_checkpoint = _gin_value("utils.run.init_checkpoint", None)
+  if (_gin_value("utils.run.mode", "train") == "train"
+      and isinstance(init_checkpoint, str)):  # not a macro left unresolved
+    return init_checkpoint, False
   return None, False
 
 
