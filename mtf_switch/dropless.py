@@ -16,28 +16,29 @@ this is for CPU and GPU: under XLA on a TPU every shape must be static.
 Over a mesh (`ffn`), a slice computes the tokens of its groups that go to
 its own experts, with its own part of d_ff, and the partial outputs are
 summed over the mesh axes of `experts` and `d_ff`: mesh-tensorflow
-all-reduces them.  Compared with the all-to-alls of einsum and index
-dispatch (the `[experts, groups, capacity, d_model]` buffers to the experts'
-cores and back, forward and backward):
+all-reduces them.  Per layer and core, with T the tokens of the core's
+groups and n the cores of the experts' mesh axis, where einsum and index
+dispatch send (n-1)/n of their capacity buffers there and back, about
+2 x capacity_factor x k x T x d_model (Section 2.2's all-to-all):
 
-- experts on a mesh axis of their own (`experts:expert`): each core already
-  holds its groups' tokens; an all-reduce of the layer's output
-  `[groups, group_size, d_model]` over that axis replaces them (and of its
-  input gradient in the backward pass): about the same bytes as the
-  all-to-alls at capacity_factor x k = 1.
+- experts on a mesh axis of their own (`experts:expert;batch:batch`): the
+  tokens are already on every core of that axis; the output is all-reduced
+  over it, 2 (n-1)/n x T x d_model: 1 / (capacity_factor x k) of the
+  all-to-alls' bytes;
 - experts on the batch's axis (`experts:batch`, T5's default): a core's
-  experts may be sent any token of the batch, and a static shape cannot say
-  how many arrive, so every core first gathers all the groups (an
-  all-gather) and the output is all-reduced over the whole batch: about n
-  times the all-to-alls' bytes on n cores.
-- d_ff over a model axis: wo's partial sums are all-reduced as
-  `[groups, group_size, d_model]`, not as the einsum path's
-  `[experts, groups, capacity, d_model]`.
+  experts may be sent any token of the batch, and no static shape says how
+  many, so every core first gathers every group ((n-1) T x d_model) and the
+  output of the whole batch is all-reduced (2 (n-1) T x d_model): about n
+  times the all-to-alls' bytes;
+- d_ff over a model axis: wo's partial sums are all-reduced as the
+  layer's output, not as the einsum path's capacity buffers.
 
-The FLOPs are those of the routed rows, with no empty slots and no drops;
-a core's share follows the routing (no capacity caps it), and its memory
-holds at most k x the tokens it sees, as rows, when every token chooses
-one of its experts.
+The backward pass moves as much again.  The FLOPs are those of the routed
+rows, no empty slots and no drops; a core's share follows the routing (no
+capacity caps it), as does its memory: at most k rows a token it sees when
+every token chooses its experts (see `FFNOperation.worst_case_bytes`).
+Each local expert is one matmul op per kernel: many experts with few rows
+each cost TensorFlow's per-op overhead.
 """
 import collections
 import functools
@@ -47,7 +48,6 @@ import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import experts
-
 
 
 def _gelu(h):
@@ -123,47 +123,88 @@ def ffn(x, assignments, experts_dim, hidden_dim, activations, variable_dtype,
     x, assignments = _unsplit_groups(x, assignments)
   # Mesh dimensions of one slice each, named as the dimensions whose split
   # they follow: a slice's partial output over `experts` and `d_ff`, and
-  # its copy of the kernels over the batch's axis.  A tensor that the
-  # slices differentiate carries all of them, so that the gradients the
-  # slices compute apart are summed (broadcast's gradient) and not taken
-  # from one slice.
+  # its copy of the kernels over the batch's axis.
   token_shards = _shards([experts_dim, hidden_dim], mesh_axis)
   kernel_shards = [] if gathered else _shards([groups_dim], mesh_axis)
-  # [token_shards..., groups, group_size, d_model]
-  inputs = [_own_copy(x, token_shards),
-            mtf.range(x.mesh, experts_dim, tf.int32)]
-  inputs += [mtf.broadcast(k, kernel_shards + k.shape.dims) for k in kernels]
-  for a in assignments:
-    # The slots are not differentiable; the gates are.
-    gate = mtf.cast(a.gate, x.dtype)
-    inputs += [a.expert_index, mtf.stop_gradient(a.fits),
-               mtf.broadcast(gate, token_shards + gate.shape.dims)]
-  if dropout_rate > 0:
-    # One seed per slice, the same on copies (mtf.random_uniform's seeds
-    # follow the slice's place in the tensor), new at every step.
-    inputs.append(mtf.random_uniform(
-        x.mesh, token_shards + kernel_shards, minval=0, maxval=2**31 - 1,
-        dtype=tf.int32))
-
-  def slice_ffn(x_slice, expert_ids, *rest):
-    kernel_slices = rest[:len(kernels)]
-    seed = rest[-1] if dropout_rate > 0 else None
-    choices = rest[len(kernels):len(kernels) + 3 * len(assignments)]
-    return _slice_ffn(x_slice, expert_ids, kernel_slices,
-                      [choices[i:i + 3] for i in range(0, len(choices), 3)],
-                      activations, dropout_rate, seed)
-
-  # [token_shards..., groups, group_size, d_model]: partial sums.
-  partial = mtf.slicewise(
-      slice_ffn, inputs, output_shape=inputs[0].shape, output_dtype=x.dtype,
+  op = FFNOperation(
+      x, assignments, kernels, experts_dim, token_shards, kernel_shards,
+      activations, dropout_rate,
       splittable_dims=token_shards + kernel_shards + [experts_dim,
                                                       hidden_dim] +
-      ([] if gathered else [groups_dim]), name="dropless_ffn")
+      ([] if gathered else [groups_dim]))
   # [groups, group_size, d_model]: the all-reduce over experts and d_ff.
-  y = mtf.reduce_sum(partial, output_shape=x.shape)
+  y = mtf.reduce_sum(op.outputs[0], output_shape=x.shape)
   if gathered:
     y = mtf.rename_dimension(y, y.shape.dims[0].name, groups_dim.name)
   return y
+
+
+class FFNOperation(mtf.SlicewiseOperation):
+  """The experts of `ffn` on every slice: partial outputs
+  [token_shards..., groups, group_size, d_model].
+
+  Its rows live inside TensorFlow, out of mesh-tensorflow's shapes:
+  `worst_case_bytes` tells the planner what they may take.
+  """
+
+  def __init__(self, x, assignments, kernels, experts_dim, token_shards,
+               kernel_shards, activations, dropout_rate, splittable_dims):
+    """Gathers the slices' inputs; see `ffn` for the arguments.
+
+    A tensor that the slices differentiate carries all the shard
+    dimensions, so that the gradients the slices compute apart are summed
+    (broadcast's gradient), not taken from one slice.
+    """
+    # [token_shards..., groups, group_size, d_model]
+    inputs = [_own_copy(x, token_shards),
+              mtf.range(x.mesh, experts_dim, tf.int32)]
+    inputs += [mtf.broadcast(k, kernel_shards + k.shape.dims)
+               for k in kernels]
+    for a in assignments:
+      # The slots are not differentiable; the gates are.
+      gate = mtf.cast(a.gate, x.dtype)
+      inputs += [a.expert_index, mtf.stop_gradient(a.fits),
+                 mtf.broadcast(gate, token_shards + gate.shape.dims)]
+    if dropout_rate > 0:
+      # One seed per slice, the same on copies (mtf.random_uniform's seeds
+      # follow the slice's place in the tensor), new at every step.
+      inputs.append(mtf.random_uniform(
+          x.mesh, token_shards + kernel_shards, minval=0,
+          maxval=2**31 - 1, dtype=tf.int32))
+    self.num_kernels = len(kernels)
+    self.num_choices = len(assignments)
+    self._activations = activations
+    self._dropout_rate = dropout_rate
+    super().__init__(self._per_slice, inputs, [inputs[0].shape], [x.dtype],
+                     splittable_dims, name="dropless_ffn")
+
+  def _per_slice(self, x, expert_ids, *rest):
+    kernels = rest[:self.num_kernels]
+    choices = rest[self.num_kernels:][:3 * self.num_choices]
+    seed = rest[-1] if self._dropout_rate > 0 else None
+    return _slice_ffn(x, expert_ids, kernels,
+                      [choices[i:i + 3] for i in range(0, len(choices), 3)],
+                      self._activations, self._dropout_rate, seed)
+
+  def worst_case_bytes(self, mesh_impl):
+    """Per-core bytes of the rows a slice holds when every token it sees
+    chooses its experts (k rows a token): the rows in and out ([rows,
+    d_model] twice) and, per input kernel, its matmul and activation, and
+    for GEGLU their product ([rows, d_ff] each).
+
+    Args:
+      mesh_impl: the layout's mtf.MeshImpl.
+
+    Returns:
+      int.
+    """
+    x, _, kernel_in = self.inputs[:3]
+    model_size = x.shape.dims[-1].size
+    d_ff = mesh_impl.slice_shape(kernel_in.shape)[-1]
+    rows = self.num_choices * mesh_impl.slice_size(x.shape) // model_size
+    num_in = self.num_kernels - 1
+    per_row = 2 * model_size + (2 * num_in + (num_in > 1)) * d_ff
+    return rows * per_row * x.dtype.size
 
 
 def _gathers_groups(groups_dim, weight_dims, mesh_axis):
@@ -229,8 +270,13 @@ def _slice_ffn(x, expert_ids, kernels, choices, activations, dropout_rate,
   # [groups * group_size, d_model]
   tokens = tf.reshape(x, [-1, depth])
   num_local = expert_ids.shape[0]
-  # [local experts, d_in, d_out]
-  kernels = [tf.reshape(k, k.shape.as_list()[-3:]) for k in kernels]
+  # Per kernel, a list of one [d_in, d_out] per local expert.  Unstacked:
+  # the gradient is then one stack of the experts' gradients, where that of
+  # each slice k[e] of the [local experts, d_in, d_out] tensor would be a
+  # tensor of that whole size, one per expert (128 x 128 MB per kernel at
+  # 128 experts, d_model 256 and d_ff 1024).
+  kernels = [tf.unstack(tf.reshape(k, k.shape.as_list()[-3:]), num_local)
+             for k in kernels]
   rows = _rows(choices, expert_ids[0], num_local)
   # [rows, d_model], sorted by expert: one block per local expert.
   blocks = tf.split(tf.gather(tokens, rows.token), rows.counts,

@@ -7,6 +7,9 @@ import numpy_reference
 import pytest
 import tensorflow.compat.v1 as tf
 
+from mtf_switch.training import mesh as mesh_lib
+from mtf_switch.training import step as step_lib
+
 BATCH, LENGTH, D_MODEL = helpers.BATCH, helpers.LENGTH, helpers.D_MODEL
 D_FF = 6  # splits over a 2-core model axis
 
@@ -130,6 +133,7 @@ def test_gradients_match_numpy_finite_differences(mesh_shape, layout, k):
                                err_msg=role)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape,layout", [
     ("batch:2", "batch:batch;experts:batch"),
     ("batch:2,expert:2,model:2",
@@ -185,20 +189,41 @@ def _graph_of(layer, mesh_shape="", layout=""):
   length_dim = mtf.Dimension("length", LENGTH)
   x = mtf.random_uniform(mesh, [batch_dim, length_dim,
                                 mtf.Dimension("d_model", 4)])
-  layer.call(helpers.make_context(mesh, batch_dim, length_dim,
-                                  layout=layout or None,
-                                  mesh_shape=mesh_shape or None), x)
-  return graph
+  y = layer.call(helpers.make_context(mesh, batch_dim, length_dim,
+                                      layout=layout or None,
+                                      mesh_shape=mesh_shape or None), x)
+  return graph, y
 
 
 @pytest.mark.parametrize("mode,buffers", [("dropless", False),
                                           ("einsum", True), ("index", True)])
 def test_dropless_builds_no_capacity_buffers(mode, buffers):
-  graph = _graph_of(_layer(2, mode))
+  graph, _ = _graph_of(_layer(2, mode))
   dims = {d.name for op in graph.operations for t in op.outputs
           for d in t.shape.dims}
   assert ("capacity" in dims) == buffers
   assert ("experts_unsplit" in dims)  # the router still sees every expert
+
+
+def test_the_kernels_gradient_is_not_one_kernel_per_expert():
+  """Each expert's kernels enter its matmuls as one piece of an unstacked
+  kernel: a slice kernel[e] per expert would make its gradient a tensor of
+  the whole kernel per expert (128 x 128 MB at Switch-Base's d_model and
+  d_ff over 128 experts)."""
+  graph, y = _graph_of(_layer(1, num_experts=32))
+  variables, grads = step_lib.gradients(mtf.reduce_sum(mtf.square(y)))
+  wi, = [v for v in variables if v.name.endswith("wi/kernel")]
+  lowering = mesh_lib.lower(graph, y.mesh)
+  for g in grads:
+    lowering.export_to_tf_tensor(g)
+  # Every [experts, d_model, d_ff] tensor of the step (and wo's).
+  kernel_sized = [t for op in tf.get_default_graph().get_operations()
+                  for t in op.outputs
+                  if t.shape.is_fully_defined()
+                  and t.shape.num_elements() == wi.shape.size]
+  # A few each (the variable, its reads and casts, the gradient's stack);
+  # a slice per expert would add two per expert.
+  assert 0 < len(kernel_sized) < 32
 
 
 def test_a_layout_that_splits_d_model_is_refused():

@@ -17,7 +17,9 @@ shapes the lowered graph would have).  From those it adds up, per core:
   (`transformer.LayerStack.recompute_grads = True`), the tensors outside the
   layers, the ones passed between layers and one layer's worth recomputed,
 - of those, the Switch layers' expert buffers `[experts, groups, capacity,
-  d_model]`,
+  d_model]`, or, with dropless dispatch (no buffers; CPU and GPU only, a
+  TPU needs static shapes), the rows its experts may be sent: the worst
+  case, every token a core sees routed to that core's experts,
 
 and the bytes each core sends in all-to-alls (reshapes that move a split
 from one tensor dimension to another, e.g. from groups to experts: forward
@@ -38,6 +40,7 @@ import tensorflow.compat.v1 as tf
 
 import mtf_switch  # noqa: F401  (gin search path, configurables)
 from mtf_switch import cli
+from mtf_switch import dropless
 from mtf_switch import models
 from mtf_switch.planning import model_size
 from mtf_switch.training import mesh as mesh_lib
@@ -68,7 +71,8 @@ CHIPS = {
 Plan = collections.namedtuple("Plan", [
     "cores", "param_bytes", "grad_bytes", "slot_bytes", "activation_bytes",
     "remat_activation_bytes", "recompute_grads", "expert_buffer_bytes",
-    "all_to_all_bytes", "flops_per_core", "size", "split_hint"])
+    "all_to_all_bytes", "flops_per_core", "size", "split_hint",
+    "dropless_row_bytes"])
 Plan.__doc__ = """What `plan` finds; bytes and FLOPs are per core and step.
 
 Attributes:
@@ -87,6 +91,8 @@ Attributes:
   size: the model's ModelSize.
   split_hint: (dimension name, mesh axis or None): the tensor dimension
     whose split would cut the largest memory term most (see `split_hint`).
+  dropless_row_bytes: the rows of the dropless Switch layers in the worst
+    case (part of the activations; 0 without dropless dispatch).
 """
 
 
@@ -174,14 +180,16 @@ def activation_bytes(mesh_impl, forward, saved):
     block = _block(op)
     handed_on.update(t for t in op.inputs
                      if _block(t.operation) not in (None, block))
-    for t in op.outputs:
-      if t in saved:
-        size = _bytes(mesh_impl, t)
-        everything += size
-        if block is None:
-          outside += size
-        else:
-          inner[block] += size
+    sizes = [_bytes(mesh_impl, t) for t in op.outputs if t in saved]
+    if isinstance(op, dropless.FFNOperation):
+      # Its rows are TensorFlow's, out of mesh-tensorflow's shapes.
+      sizes.append(op.worst_case_bytes(mesh_impl))
+    for size in sizes:
+      everything += size
+      if block is None:
+        outside += size
+      else:
+        inner[block] += size
   passed = sum(_bytes(mesh_impl, t) for t in handed_on)
   return everything, outside + passed + max(inner.values(), default=0)
 
@@ -197,6 +205,13 @@ def expert_buffer_bytes(mesh_impl, saved):
         and any(n.startswith("experts") for n in names)):
       total += _bytes(mesh_impl, t)
   return total
+
+
+def dropless_row_bytes(mesh_impl, forward):
+  """Per-core bytes of the dropless Switch layers' rows in the worst case
+  (`dropless.FFNOperation.worst_case_bytes`)."""
+  return sum(op.worst_case_bytes(mesh_impl) for op in forward
+             if isinstance(op, dropless.FFNOperation))
 
 
 def all_to_all_bytes(mesh_impl, forward):
@@ -319,7 +334,8 @@ def plan(batch_size, input_length, target_length, vocab_size=32128,
     hint = split_hint(mesh_impl, [v.outputs[0] for v in variables + slots])
   return Plan(cores, param_bytes, param_bytes, slot_bytes, everything, remat,
               recompute, expert_buffer_bytes(mesh_impl, saved),
-              passes * sent_forward, flops, size, hint)
+              passes * sent_forward, flops, size, hint,
+              dropless_row_bytes(mesh_impl, forward))
 
 
 def bisection_bytes_per_s(chip, num_chips):
@@ -375,6 +391,11 @@ def report(p, chip_name, out=None):
                              gib(p.remat_activation_bytes),
                              " (used)" if p.recompute_grads else ""),
       "    of which expert buffers: %s" % gib(p.expert_buffer_bytes),
+  ]
+  if p.dropless_row_bytes:
+    lines.append("    of which dropless rows:  %s (worst case: every token "
+                 "to one core's experts)" % gib(p.dropless_row_bytes))
+  lines += [
       "  total:                     %s" % gib(total_bytes(p)),
       "all-to-all sent per core and step: %s" % gib(p.all_to_all_bytes),
   ]
@@ -382,6 +403,11 @@ def report(p, chip_name, out=None):
   lines.append("step time >= %.3f s (compute %.3f s at peak, all-to-all "
                "%.3f s at bisection bandwidth)" % (
                    compute + communication, compute, communication))
+  if p.dropless_row_bytes:
+    lines.append(
+        "dispatch_mode 'dropless' is for CPU and GPU: a TPU needs static "
+        "shapes ('einsum' or 'index'); its all-gathers and all-reduces are "
+        "not counted above")
   if total_bytes(p) <= hbm:
     lines.append("fits: %s of %s" % (gib(total_bytes(p)), gib(hbm)))
   else:

@@ -176,3 +176,37 @@ def test_estimate_is_within_a_quarter_of_this_cpus_measured_memory():
   p = plan.plan(64, 64, 16, 32128, activation_dtype=tf.float32)
   assert abs(measured / plan.total_bytes(p) - 1) < 0.25, (
       measured, plan.total_bytes(p))
+
+
+@pytest.mark.parametrize("mesh_shape,layout,share", [
+    ("", "", 1.0),
+    ("batch:2", "batch:batch", 0.5),  # a core sees its half of the batch
+    # Experts on the batch's axis: every core gathers every token.
+    ("batch:2", "batch:batch,experts:batch", 1.0),
+])
+def test_dropless_dispatch_counts_its_rows_in_the_worst_case(
+    mesh_shape, layout, share):
+  batch, dropless = 8, ["mtf_switch.SwitchFeedForward.dispatch_mode = "
+                        "'dropless'"]
+  p = _plan("switch_tiny", batch, mesh_shape=mesh_shape, layout=layout,
+            bindings=dropless)
+  # Every token a core sees on its experts: top-1, float32 rows in and
+  # out [tokens, d_model] and a ReLU's input and output [tokens, d_ff], in
+  # the encoder's (64 tokens a sequence) and the decoder's (16) Switch
+  # layer.
+  d_model, d_ff = 64, 128
+  assert p.dropless_row_bytes == sum(
+      batch * length * share * (2 * d_model + 2 * d_ff) * 4
+      for length in (64, 16))
+  assert p.expert_buffer_bytes == 0
+  capped = _plan("switch_tiny", batch, mesh_shape=mesh_shape, layout=layout)
+  assert capped.dropless_row_bytes == 0 and capped.expert_buffer_bytes > 0
+  # The rows are activations the backward pass keeps.
+  assert p.activation_bytes - p.dropless_row_bytes > 0
+  out = io.StringIO()
+  plan.report(p, "v3", out)
+  assert "of which dropless rows:" in out.getvalue()
+  assert "'dropless' is for CPU and GPU" in out.getvalue()
+  out = io.StringIO()
+  plan.report(capped, "v3", out)
+  assert "dropless" not in out.getvalue()
