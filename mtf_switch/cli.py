@@ -20,8 +20,8 @@ import gin
 
 class ArgumentParser(argparse.ArgumentParser):
   """argparse's parser, whose errors are one line: `<prog>: error: ...` on
-  stderr, exit status 2 (argparse prints its usage above the line; --help
-  shows it)."""
+  stderr, exit status 2.  (argparse's own prints its usage above that
+  line; --help still shows it.)"""
 
   def error(self, message):
     self.exit(2, "%s: error: %s\n" % (self.prog, one_line(message)))
@@ -88,8 +88,7 @@ def one_line(message):
   other lines joined."""
   lines = [line.strip() for line in str(message).splitlines()]
   return " ".join(line for line in lines
-                  if line and not line.startswith("In call to configurable")
-                  and set(line) != {"^"})
+                  if line and not line.startswith("In call to configurable"))
 
 
 @contextlib.contextmanager

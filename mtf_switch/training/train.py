@@ -84,7 +84,7 @@ def main(argv=None):
   if args.init_checkpoint and args.distill_from:
     parser.error("give --init_checkpoint (fine-tuning) or --distill_from "
                  "(distillation), not both")
-  # A flag that only another flag makes mean anything is not ignored.
+  # A flag that means nothing without another is refused, not ignored.
   if args.distill_fraction is not None and not args.distill_from:
     parser.error("--distill_fraction %s weighs a teacher: give "
                  "--distill_from too, or leave it out" % args.distill_fraction)
@@ -133,13 +133,14 @@ def _set_up(parser, args):
   model = student = models.make_model(vocab_size, args.mesh_shape,
                                      args.layout)
   if args.distill_from:
-    fraction = (0.25 if args.distill_fraction is None
-                else args.distill_fraction)
-    with cli.refusals(parser, "--distill_fraction %s" % fraction):
-      model = distillation.Distillation(model, fraction_soft=fraction)
+    with cli.refusals(parser, "--distill_fraction %s"
+                      % args.distill_fraction):
+      model = distillation.Distillation(model, **(
+          {} if args.distill_fraction is None
+          else {"fraction_soft": args.distill_fraction}))
     student = model.student
     print("distilling %s into its dense twin (fraction soft %g)"
-          % (args.distill_from, fraction))
+          % (args.distill_from, model.fraction_soft))
   init_checkpoint = args.init_checkpoint or args.distill_from
   print("training %s on %s for %d steps, mesh %r, in %s" % (
       " + ".join(gin_files), args.task, args.steps, args.mesh_shape,

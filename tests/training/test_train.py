@@ -198,6 +198,8 @@ def test_main_job_refuses_a_negative_number_of_skips(capsys):
      "argument --learning_rate: -1: give a finite number > 0"),
     (["--distill_fraction", "0.5"],
      "--distill_fraction 0.5 weighs a teacher: give --distill_from"),
+    (["--distill_from", "/nonexistent", "--distill_fraction", "2"],
+     "--distill_fraction 2.0: fraction_soft must be in [0, 1), got 2.0"),
     # The library's checks as the job sets up, before any graph.
     (["--batch_size", "0"], "batch_size=0: give a positive int"),
     (["--mesh_shape", "batch:x"],
