@@ -140,13 +140,28 @@ class _EinsumDispatch:
     expert_inputs = mtf.reshape(
         expert_inputs, [experts_dim, unsplit_groups_dim, capacity_dim,
                         model_dim])
-    expert_outputs = layer._experts(context, expert_inputs, experts_dim)  # pylint: disable=protected-access
+    expert_outputs = self.expert_ffn(layer, context, expert_inputs,
+                                     experts_dim)
     # ... and back: [experts_unsplit, groups, capacity, d_model]
     expert_outputs = mtf.reshape(
         expert_outputs, [routed_experts_dim, groups_dim, capacity_dim,
                          model_dim])
     # [groups, group_size, d_model]
     return self.combine(expert_outputs, instructions, group_size_dim)
+
+  def expert_ffn(self, layer, context, expert_inputs, experts_dim):
+    """The experts' FFNs: [experts, groups, capacity, d_model] both ways."""
+    model_dim = expert_inputs.shape.dims[-1]
+    hidden_dim = mtf.Dimension("d_ff", layer.hidden_size)
+    # [experts, groups, capacity, d_ff]
+    hidden = experts.dense_product(
+        expert_inputs, hidden_dim, experts_dim, context.variable_dtype, "wi",
+        ACTIVATIONS[layer.activation])
+    if context.train and layer.expert_dropout_rate > 0:
+      hidden = mtf.dropout(hidden, context.train,
+                           keep_prob=1.0 - layer.expert_dropout_rate)
+    return experts.dense(hidden, model_dim, experts_dim,
+                         context.variable_dtype, "wo")
 
   def dispatch(self, grouped, instructions, experts_dim, capacity_dim):
     """[groups, group_size, d_model] -> [experts, groups, capacity, d_model]."""
@@ -339,20 +354,6 @@ class SwitchFeedForward(transformer.TransformerLayer):
         group_size, self.num_experts,
         self.capacity_factor_train if train else self.capacity_factor_eval,
         self.min_capacity)
-
-  def _experts(self, context, expert_inputs, experts_dim):
-    """The experts' FFNs: [experts, groups, capacity, d_model] both ways."""
-    model_dim = expert_inputs.shape.dims[-1]
-    hidden_dim = mtf.Dimension("d_ff", self.hidden_size)
-    # [experts, groups, capacity, d_ff]
-    hidden = experts.dense_product(
-        expert_inputs, hidden_dim, experts_dim, context.variable_dtype, "wi",
-        ACTIVATIONS[self.activation])
-    if context.train and self.expert_dropout_rate > 0:
-      hidden = mtf.dropout(hidden, context.train,
-                           keep_prob=1.0 - self.expert_dropout_rate)
-    return experts.dense(hidden, model_dim, experts_dim,
-                         context.variable_dtype, "wo")
 
   def _group_tokens(self, context, x):
     """Splits x's tokens into groups along the batch.
