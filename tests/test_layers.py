@@ -438,11 +438,14 @@ def test_loss_and_gradients_match_a_single_device(mesh_shape, layout):
   helpers.assert_same_loss_and_gradients(split, single, "router")
 
 
-def test_incremental_decoding_agrees_with_full_sequence_scoring():
+@pytest.mark.parametrize("dispatch_mode", ["einsum", "dropless"])
+def test_incremental_decoding_agrees_with_full_sequence_scoring(
+    dispatch_mode):
   """Greedy one-token-at-a-time decoding (layers see [batch, d_model]) picks
   the tokens that the full-sequence pass ranks first."""
   model = helpers.tiny_switch_lm(bindings=[
-      "mtf_switch.SwitchFeedForward.capacity_factor_eval = 4.0"])
+      "mtf_switch.SwitchFeedForward.capacity_factor_eval = 4.0",
+      "mtf_switch.SwitchFeedForward.dispatch_mode = %r" % dispatch_mode])
   tf.reset_default_graph()
   tf.set_random_seed(0)
   graph = mtf.Graph()
@@ -463,9 +466,12 @@ def test_incremental_decoding_agrees_with_full_sequence_scoring():
   np.testing.assert_array_equal(got["decoded"][:, 1:], got["best"][:, 1:])
 
 
-def test_tiny_switch_model_training_loss_falls():
+@pytest.mark.parametrize("dispatch_mode", ["einsum", "dropless"])
+def test_tiny_switch_model_training_loss_falls(dispatch_mode):
   gin.clear_config()
-  gin.parse_config_file("models/switch_tiny.gin")
+  gin.parse_config_files_and_bindings(
+      ["models/switch_tiny.gin"],
+      ["mtf_switch.SwitchFeedForward.dispatch_mode = %r" % dispatch_mode])
   step = step_lib.build_step_graph(models.make_bitransformer(32), 8, 8, 8)
   tokens = helpers.random_tokens(np.random.RandomState(0), 8, 8, 32)
   experts = [w for w in step.weights
