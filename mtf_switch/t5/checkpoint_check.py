@@ -11,10 +11,10 @@ compare the checkpoint first and raise `CheckpointMismatchError`, whose
 message names the gin binding (or file) that fixes it.
 
 The usual case is a checkpoint of mtf_switch's main job
-(`python -m mtf_switch.training.train`).  Its weights and Adafactor slots
-are float32, while T5 keeps its checkpoints in bfloat16 unless told
-otherwise (`utils.get_variable_dtype.master_dtype`): `from_main_job.gin`
-binds float32.  The main job also records the vocabulary it trained with
+(`python -m mtf_switch.training.train`).  Its weights are float32, while
+T5 keeps weights in bfloat16 unless told otherwise
+(`utils.get_variable_dtype.master_dtype`; Adafactor's slots are float32
+either way): `from_main_job.gin` binds float32.  The main job also records the vocabulary it trained with
 (`vocabulary.json`, see `mtf_switch.training.data`), which T5 must read it
 with.
 
@@ -30,6 +30,7 @@ Where the checks run:
 """
 import json
 import os
+import re
 
 from absl import flags
 import gin
@@ -47,12 +48,17 @@ class CheckpointMismatchError(ValueError):
   names the binding that fixes it."""
 
 
+# mesh-tensorflow's optimizer slots (Adafactor's, Adam's): float32 whatever
+# the master dtype of their weight.
+_OPTIMIZER_SLOT = re.compile(r"(_slot_(v|vr|vc|m)|/adam_[mv])$")
+
+
 def check_master_dtype(checkpoint, master_dtype):
   """Checks that T5 can restore the checkpoint's weights in master_dtype.
 
   For a caller that knows T5's master dtype but not yet its variables
-  (MtfModel, before its estimator builds a graph): T5 builds all of them
-  in that dtype.
+  (MtfModel, before its estimator builds a graph): T5 builds every weight
+  in that dtype, and the optimizer's slots in float32.
 
   Args:
     checkpoint: a checkpoint path.
@@ -60,12 +66,13 @@ def check_master_dtype(checkpoint, master_dtype):
 
   Raises:
     CheckpointMismatchError: naming the binding, if the checkpoint's
-      floating-point values are of another dtype.
+      floating-point weights are of another dtype.
   """
   dtypes = tf.train.load_checkpoint(checkpoint).get_variable_to_dtype_map()
   check_dtypes(checkpoint, {name: master_dtype
                             for name, dtype in dtypes.items()
-                            if dtype.is_floating})
+                            if dtype.is_floating
+                            and not _OPTIMIZER_SLOT.search(name)})
 
 
 def check_dtypes(checkpoint, variables):

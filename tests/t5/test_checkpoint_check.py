@@ -15,11 +15,13 @@ WEIGHT = "encoder/block_000/layer_000/SelfAttention/q"
 
 
 def _save(model_dir, dtype=tf.float32, embedding_shape=(16, 4)):
-  """A checkpoint of two weights in `dtype` and an int64 step, as the main
-  job (float32) or T5 (bfloat16) writes them; returns its path."""
+  """A checkpoint of two weights in `dtype`, an Adafactor slot in float32
+  and an int64 step, as the main job (float32) or T5 (bfloat16 weights)
+  writes them; returns its path."""
   with tf.Graph().as_default():
     tf.get_variable(EMBEDDING, embedding_shape, dtype)
     tf.get_variable(WEIGHT, [4, 4], dtype)
+    tf.get_variable(WEIGHT + "_slot_v", [4, 4], tf.float32)
     step = tf.train.get_or_create_global_step()
     with tf.Session() as sess:
       sess.run(tf.global_variables_initializer())
@@ -42,6 +44,16 @@ def test_a_float32_checkpoint_read_as_bfloat16_names_the_binding(tmp_path):
   assert checkpoint in message and "and 1 more" in message
   # The step is an int64 in every checkpoint: not a weight to compare.
   checkpoint_check.check_master_dtype(checkpoint, tf.float32)
+
+
+def test_t5s_own_checkpoint_reads_with_its_default(tmp_path):
+  # bfloat16 weights, float32 Adafactor slots (mesh-tensorflow makes slots
+  # float32 whatever the master dtype).
+  checkpoint = _save(str(tmp_path), tf.bfloat16)
+  checkpoint_check.check_master_dtype(checkpoint, tf.bfloat16)
+  with pytest.raises(checkpoint_check.CheckpointMismatchError,
+                     match='master_dtype = "bfloat16"'):
+    checkpoint_check.check_master_dtype(checkpoint, tf.float32)
 
 
 def test_a_bfloat16_checkpoint_read_as_float32_names_t5s_default(tmp_path):
