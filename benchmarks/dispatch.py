@@ -1,13 +1,16 @@
-r"""Training-step time and memory: dense vs Switch (einsum, index) vs mtf MoE1D.
+r"""Training-step time and memory: dense vs Switch (einsum, index, dropless) vs mtf MoE1D.
 
 One command measures, side by side in one run, a decoder-only language model
 (d_model 256, d_ff 1024, 4 layers of which 2 are sparse, 16 x 256 tokens per
 step, Adafactor) in these variants, all FLOP-matched:
 
-  dense          every FFN is mtf's DenseReluDense
-  switch_einsum  mtf_switch.SwitchFeedForward, one-hot einsum dispatch
-  switch_index   mtf_switch.SwitchFeedForward, dispatch by index
-  mtf_moe1d      mesh-tensorflow's MoE1D with switch gating
+  dense            every FFN is mtf's DenseReluDense
+  switch_einsum    mtf_switch.SwitchFeedForward, one-hot einsum dispatch
+  switch_index     mtf_switch.SwitchFeedForward, dispatch by index
+  switch_dropless  mtf_switch.SwitchFeedForward, no capacity: each expert
+                   computes the rows routed to it (the capacity factor is
+                   unused; its rows repeat the measurement)
+  mtf_moe1d        mesh-tensorflow's MoE1D with switch gating
 
 for experts in {8, 32, 128}, group size in {256, 1024, 4096}, capacity
 factor 1.25 (and 1.0 at group size 1024).  Each measurement runs in its own
@@ -34,7 +37,7 @@ import time
 
 D_MODEL, D_FF, NUM_HEADS, D_KV, LAYERS = 256, 1024, 4, 64, 4
 BATCH, LENGTH, VOCAB = 16, 256, 1024
-VARIANTS = ("switch_einsum", "switch_index", "mtf_moe1d")
+VARIANTS = ("switch_einsum", "switch_index", "switch_dropless", "mtf_moe1d")
 
 
 def shapes(group_sizes=(256, 1024, 4096)):
@@ -89,6 +92,9 @@ def measure(variant, experts, group_size, capacity_factor, steps, warmup):
       "switch_index": lambda: layers.SwitchFeedForward(
           num_experts=experts, hidden_size=D_FF, group_size=group_size,
           capacity_factor_train=capacity_factor, dispatch_mode="index"),
+      "switch_dropless": lambda: layers.SwitchFeedForward(
+          num_experts=experts, hidden_size=D_FF, group_size=group_size,
+          dispatch_mode="dropless"),
       "mtf_moe1d": lambda: moe.MoE1D(
           num_experts=experts, hidden_size=D_FF, group_size=group_size,
           capacity_factor_train=capacity_factor, moe_gating="switch"),
@@ -176,7 +182,7 @@ def plot(rows, path):
             ("fwd_bwd_vs_dense", "forward + backward, no update"))
   for (key, what), row_axes in zip(panels, axes):
     for ax, group_size in zip(row_axes, (256, 1024, 4096)):
-      for variant, marker in zip(VARIANTS, "osD"):
+      for variant, marker in zip(VARIANTS, "os^D"):
         points = sorted((r["experts"], r[key]) for r in sweep
                         if r["variant"] == variant
                         and r["group_size"] == group_size)
@@ -222,7 +228,7 @@ def main():
       row["vs_dense"] = row["step_s"] / dense["step_s"]
       row["fwd_bwd_vs_dense"] = row["fwd_bwd_s"] / dense["fwd_bwd_s"]
       rows.append(row)
-      print("[%d/%d] %-13s experts %3d group %4d cf %.2f: %.3f s/step "
+      print("[%d/%d] %-15s experts %3d group %4d cf %.2f: %.3f s/step "
             "(%.2fx dense; without the update %.2fx)  %.0f tokens/s  "
             "peak %.0f MB"
             % (i + 1, len(sweep), variant, experts, group_size, factor,
