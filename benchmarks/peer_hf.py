@@ -32,7 +32,9 @@ rounds, spread min-max.
 
   python benchmarks/peer_hf.py --out benchmarks/results
 
-writes peer_hf.csv, peer_hf.md and peer_hf.png.
+writes peer_hf.json (the run's times, saved after every round), and from it
+peer_hf.csv, peer_hf.md and peer_hf.png (--report_only writes these three
+again from the JSON).
 """
 import argparse
 import collections
@@ -540,9 +542,12 @@ def plan(shape_sets, model_kinds, experiments, hf_configs):
   return items
 
 
-def time_rounds(workers, items, rounds, steps, out=sys.stdout):
+def time_rounds(workers, items, rounds, steps, after_round=None,
+                out=sys.stdout):
   """{item index: [seconds per step of each round]}, items in turns (a new
-  order each round; round 0 warms up)."""
+  order each round; round 0 warms up); after_round(times) runs after each
+  timed round (the caller saves them: a long run killed late keeps its
+  rounds)."""
   times = collections.defaultdict(list)
   order = list(range(len(items)))
   rng = random.Random(0)
@@ -558,12 +563,15 @@ def time_rounds(workers, items, rounds, steps, out=sys.stdout):
     print("round %d/%d (%s) in %.0f s" % (
         r, rounds, "warm-up" if not r else "timed", time.time() - start),
           file=out, flush=True)
+    if r and after_round:
+      after_round(times)
   return times
 
 
 def rows(items, times):
   """Result rows: the item's labels, median s/step, spread (min-max over
   rounds), tokens/s and the ratio to HuggingFace's same model and shapes."""
+  times = {int(n): seconds for n, seconds in times.items()}
   hf = {(i["shapes"], i["model"]): statistics.median(times[n])
         for n, i in enumerate(items) if i["variant"] == "hf"}
   result = []
@@ -651,11 +659,11 @@ def plot(result, path):
                            figsize=(12, 4.2 * len(shape_sets)), squeeze=False)
   for ax, shapes in zip(axes[:, 0], shape_sets):
     these = [r for r in result if r["shapes"] == shapes]
-    labels = []
-    for r in these:
-      label = _bar_label(r)
-      if label not in labels:
-        labels.append(label)
+    # HuggingFace first, then the 2-position mesh, one device, data (a
+    # stable sort keeps the rows' order within each).
+    groups = ("HF", "mtf 2-pos", "mtf 1 dev", "seqio")
+    labels = sorted(dict.fromkeys(_bar_label(r) for r in these),
+                    key=lambda l: [g in l for g in groups].index(True))
     for k, (model, color) in enumerate((("switch", "C0"), ("dense", "C1"),
                                         ("-", "C7"))):
       xs, ys, lows, highs = [], [], [], []
@@ -707,11 +715,28 @@ def main(argv=None):
   parser.add_argument("--out", default="benchmarks/results")
   parser.add_argument("--note", default="",
                       help="a line for the Markdown (e.g. the commit)")
+  parser.add_argument("--report_only", action="store_true",
+                      help="rewrite the CSV, Markdown and PNG from --out's "
+                           "peer_hf.json (the times a run saved)")
   parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
     worker_main(*args.worker)
     return
+  state_path = os.path.join(args.out, "peer_hf.json")
+  if args.report_only:
+    with open(state_path) as f:
+      state = json.load(f)
+  else:
+    state = run(args, parser, state_path)
+  path = report(state, args.out)
+  with open(path + ".md") as f:
+    print(f.read())
+
+
+def run(args, parser, state_path):
+  """Builds the workers, times the rounds and returns the run's state
+  (also saved to state_path after every round)."""
   shape_sets = args.shapes.split(",")
   model_kinds = args.models.split(",")
   experiments = [e for e in args.experiments.split(",") if e]
@@ -735,9 +760,13 @@ def main(argv=None):
       hf_configs[(shapes, model)] = hf_twin_config(mtf_model)
       notes[(shapes, model)] = capacity_note(mtf_model)
   items = plan(shape_sets, model_kinds, experiments, hf_configs)
-  load_before = _load()
+  state = dict(date=time.strftime("%Y-%m-%d"), rounds=args.rounds,
+               steps=args.steps, note=args.note, machine=_machine(),
+               versions=_versions(), vocab_size=vocab_size,
+               load_before=_load())
   log_dir = tempfile.mkdtemp(prefix="peer_hf_")
   workers = {}
+  # All workers build at once (building is not timed); each then waits.
   for name in dict.fromkeys(i["worker"] for i in items):  # in order
     mine = [i for i in items if i["worker"] == name]
     for index, item in enumerate(mine):
@@ -746,47 +775,73 @@ def main(argv=None):
         name, len(mine), log_dir, name), flush=True)
     workers[name] = Worker(name, mine[0]["kind"], [i["spec"] for i in mine],
                            mine[0]["env"], log_dir)
-    for item, info in zip(mine, workers[name].receive()["ready"]):
+  for name, worker in workers.items():
+    mine = [i for i in items if i["worker"] == name]
+    for item, info in zip(mine, worker.receive()["ready"]):
       item.update(info)
+  state["items"] = [{k: v for k, v in i.items() if k != "spec"}
+                    for i in items]
+  state["equivalence"] = equivalence(items, hf_configs, notes)
+  for row in state["equivalence"]:
+    print("parameters, shape set %(shapes)s, %(model)s: mtf_switch "
+          "%(mtf_params)s, HF %(hf_params)s" % row, flush=True)
+  os.makedirs(args.out, exist_ok=True)
+
+  def save(times):
+    state["times"] = times
+    state["load_after"] = _load()
+    with open(state_path, "w") as f:
+      json.dump(state, f, indent=1)
+
   try:
-    times = time_rounds(workers, items, args.rounds, args.steps)
+    time_rounds(workers, items, args.rounds, args.steps, after_round=save)
   finally:
     for worker in workers.values():
       worker.close()
-  result = rows(items, times)
-  equivalence = []
-  for shapes in shape_sets:
-    for model in model_kinds:
-      mine = {i["framework"]: i for i in items
-              if (i["shapes"], i["model"]) == (shapes, model)
-              and i["variant"] in ("hf", "train_op")}
-      hf_config = hf_configs[(shapes, model)][1]
-      capacity = notes[(shapes, model)]
-      if capacity:
-        capacity = ("mtf_switch: %s; HF: expert_capacity %d per sequence"
-                    % (capacity, hf_config["expert_capacity"]))
-      equivalence.append(dict(
-          shapes=shapes, model=model,
-          mtf_params=mine["mtf_switch"]["params"],
-          hf_params=mine["hf"]["params"],
-          mtf_experts=mine["mtf_switch"]["expert_params"],
-          hf_experts=mine["hf"]["expert_params"], capacity=capacity or "-"))
-      print("parameters, shape set %s, %s: mtf_switch %d, HF %d" % (
-          shapes, model, mine["mtf_switch"]["params"],
-          mine["hf"]["params"]))
+  return state
+
+
+def equivalence(items, hf_configs, notes):
+  """Rows of the FLOPs-equivalence table: both sides' parameter counts
+  (all, experts') and how each caps the experts' tokens."""
+  table = []
+  for shapes, model in dict.fromkeys((i["shapes"], i["model"])
+                                     for i in items if i["model"] != "-"):
+    mine = {i["framework"]: i for i in items
+            if (i["shapes"], i["model"]) == (shapes, model)
+            and i["variant"] in ("hf", "train_op")}
+    capacity = notes[(shapes, model)]
+    if capacity:
+      capacity = ("mtf_switch: %s; HF: expert_capacity %d per sequence"
+                  % (capacity,
+                     hf_configs[(shapes, model)][1]["expert_capacity"]))
+    table.append(dict(
+        shapes=shapes, model=model,
+        mtf_params=mine["mtf_switch"]["params"],
+        hf_params=mine["hf"]["params"],
+        mtf_experts=mine["mtf_switch"]["expert_params"],
+        hf_experts=mine["hf"]["expert_params"], capacity=capacity or "-"))
+  return table
+
+
+def report(state, out_dir):
+  """Writes peer_hf.csv, .md and .png from a run's state; returns the path
+  without extension."""
   header = "\n".join([
       "# mtf_switch against HuggingFace (PyTorch) on this CPU",
       "",
-      "Training steps side by side in one run (%s): %d rounds of %d steps "
-      "of every item after a warm-up round, items in a new order each "
-      "round, each framework and setting in its own worker process." % (
-          time.strftime("%Y-%m-%d"), args.rounds, args.steps),
+      "Training steps side by side in one run (%s, `python benchmarks/"
+      "peer_hf.py`): %d rounds of %d steps of every item after a warm-up "
+      "round, items in a new order each round, each framework and setting "
+      "in its own worker process." % (
+          state["date"], len(next(iter(state["times"].values()))),
+          state["steps"]),
       "",
-      "- Machine: %s." % _machine(),
+      "- Machine: %s." % state["machine"],
       "- Load average (1, 5, 15 min) before / after: %s / %s." % (
-          load_before, _load()),
+          state["load_before"], state["load_after"]),
       "- Versions: torch %s, transformers %s, TensorFlow %s, "
-      "mesh-tensorflow %s." % _versions(),
+      "mesh-tensorflow %s." % tuple(state["versions"]),
       "- Batches: %d pre-made batches of %d x (%d inputs + %d targets) "
       "token ids, uniform in [1, %d) (the task's vocabulary; no padding), "
       "drawn once from np.random.RandomState(%d): the same arrays for both "
@@ -794,8 +849,8 @@ def main(argv=None):
       "tensors to PyTorch). The `main_job` rows train on the seqio task "
       "%s instead, as the main job does. tokens/s counts %d tokens a step, "
       "as the main job's progress line." % (
-          NUM_BATCHES, BATCH, INPUTS, TARGETS, vocab_size, BATCH_SEED, TASK,
-          TOKENS_PER_STEP),
+          NUM_BATCHES, BATCH, INPUTS, TARGETS, state["vocab_size"],
+          BATCH_SEED, TASK, TOKENS_PER_STEP),
       "- Both sides: Adafactor at a fixed learning rate %g (mesh-tensorflow's"
       " AdafactorOptimizer as the main job makes it; HF's transformers."
       "optimization.Adafactor with relative_step=False, scale_parameter=True,"
@@ -808,10 +863,9 @@ def main(argv=None):
       "of 1e-4 on the output logits; capacity (table below): HF computes "
       "each expert on the tokens routed to it, mtf_switch's einsum "
       "dispatch computes experts x capacity slots per group.",
-  ] + (["- %s" % args.note] if args.note else []))
-  path = write(result, equivalence, header, args.out)
-  with open(path + ".md") as f:
-    print(f.read())
+  ] + (["- %s" % state["note"]] if state["note"] else []))
+  return write(rows(state["items"], state["times"]), state["equivalence"],
+               header, out_dir)
 
 
 def _versions():
