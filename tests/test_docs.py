@@ -35,7 +35,7 @@ PACKAGE = "mtf_switch"
 
 # gin files a mention may name that are not ours: T5's (found in T5's own
 # gin folder) and those a run writes.
-T5_GIN_FILES = ("dataset.gin", "eval.gin", "infer.gin")
+T5_GIN_FILES = ("dataset.gin", "eval.gin", "infer.gin", "perplexity_eval.gin")
 WRITTEN_GIN_FILES = ("operative_config.gin", "model.gin")
 # The subfolders of gin/ a mention of a gin file may start with.
 GIN_FOLDERS = ("models", "layouts", "studies", "finetune", "distill")
