@@ -70,7 +70,7 @@ Attributes:
 """
 
 
-def check_layout(model_dim, mesh_axis):
+def _check_layout(model_dim, mesh_axis):
   """Raises ValueError if the layout splits d_model: a slice's matmuls
   need whole rows."""
   axis, _ = mesh_axis(model_dim)
@@ -110,7 +110,7 @@ def ffn(x, assignments, experts_dim, hidden_dim, activations, variable_dtype,
     ValueError: if the layout splits d_model.
   """
   groups_dim, _, model_dim = x.shape.dims
-  check_layout(model_dim, mesh_axis)
+  _check_layout(model_dim, mesh_axis)
   kernels = [experts.kernel(x, model_dim, hidden_dim, experts_dim,
                             variable_dtype, name)
              for name in experts.kernel_names("wi", activations)]
