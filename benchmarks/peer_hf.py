@@ -105,10 +105,14 @@ VARIANTS = collections.OrderedDict([
     ("dropless", "train op only, mtf_switch.SwitchFeedForward.dispatch_mode "
                  "= 'dropless': each expert computes the tokens routed to it, "
                  "as HuggingFace's (Switch only)"),
+    ("expert_data2", "as fed, on mesh batch:2 with layout batch:batch;"
+                     "experts:batch (gin/layouts/cpu_expert_data_2.gin): "
+                     "the batch and the experts split over the two "
+                     "positions, nothing replicated"),
 ])
 # Cheap settings: HuggingFace's threads and OpenMP wait policy; on the
 # one-device step op, a worker process's environment, its sessions'
-# config, extra gin bindings.
+# config, extra gin bindings; another mesh for the main job's step.
 EXPERIMENTS = {
     "hf_threads1": dict(framework="hf", threads=1),
     "hf_passive": dict(framework="hf", env={"OMP_WAIT_POLICY": "PASSIVE"}),
@@ -125,6 +129,10 @@ EXPERIMENTS = {
     "dropless": dict(bindings=[
         "mtf_switch.SwitchFeedForward.dispatch_mode = 'dropless'"],
                      switch_only=True),
+    # gin/layouts/cpu_expert_data_2.gin's mesh: the experts split along the
+    # batch's axis, so that nothing is computed twice.
+    "expert_data2": dict(what="fed", mesh=("batch:2",
+                                           "batch:batch;experts:batch")),
 }
 ONE_DEVICE = "1 device"
 
@@ -532,9 +540,11 @@ def plan(shape_sets, model_kinds, experiments, hf_configs):
               dict(hf, threads=experiment.get("threads", 2)), env)
         elif model == "switch" or not experiment.get("switch_only"):
           session_config = experiment.get("config", {})
-          add("mtf_switch", model, shapes, name, ONE_DEVICE,
+          mesh_shape, layout = experiment.get("mesh", ("", ""))
+          add("mtf_switch", model, shapes, name, mesh_shape or ONE_DEVICE,
               "tf_" + name if env or session_config else "tf", "tf",
-              dict(mtf, what="train_op", mesh_shape="", layout="",
+              dict(mtf, what=experiment.get("what", "train_op"),
+                   mesh_shape=mesh_shape, layout=layout,
                    bindings=experiment.get("bindings", []),
                    config=session_config), env)
     add("seqio", "-", shapes, "seqio_next", "", "tf", "tf",
@@ -661,7 +671,7 @@ def plot(result, path):
     these = [r for r in result if r["shapes"] == shapes]
     # HuggingFace first, then the 2-position mesh, one device, data (a
     # stable sort keeps the rows' order within each).
-    groups = ("HF", "mtf 2-pos", "mtf 1 dev", "seqio")
+    groups = ("HF", "mtf 2-pos", "mtf 1 dev", "mtf", "seqio")
     labels = sorted(dict.fromkeys(_bar_label(r) for r in these),
                     key=lambda l: [g in l for g in groups].index(True))
     for k, (model, color) in enumerate((("switch", "C0"), ("dense", "C1"),
@@ -697,7 +707,8 @@ def _bar_label(row):
                                                 row["variant"])
   if row["framework"] == "seqio":
     return "seqio next batch"
-  mesh = "2-pos" if row["mesh"] == MAIN_JOB_MESH[0] else "1 dev"
+  mesh = {MAIN_JOB_MESH[0]: "2-pos", ONE_DEVICE: "1 dev"}.get(
+      row["mesh"], row["mesh"])
   return "mtf %s %s" % (mesh, row["variant"])
 
 
@@ -709,8 +720,10 @@ def main(argv=None):
   parser.add_argument("--experiments", default=",".join(EXPERIMENTS),
                       help="comma-separated cheap settings to add as rows "
                            "(%s), or ''" % ", ".join(EXPERIMENTS))
-  parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--steps", type=int, default=10,
+  # Many short rounds: on a shared machine a burst of load hits a round or
+  # two of some items, and the median over rounds sets them aside.
+  parser.add_argument("--rounds", type=int, default=15)
+  parser.add_argument("--steps", type=int, default=4,
                       help="steps of every item per round")
   parser.add_argument("--out", default="benchmarks/results")
   parser.add_argument("--note", default="",

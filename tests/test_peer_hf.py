@@ -103,6 +103,7 @@ def test_settings_that_bind_a_process_get_their_own_worker():
   assert workers[("switch", "index", "1 device")] == "tf"  # gin only
   assert workers[("dense", "xla_on1", "1 device")] == "tf_xla_on1"
   assert ("dense", "index", "1 device") not in workers  # Switch only
+  assert workers[("dense", "expert_data2", "batch:2")] == "tf"  # a graph
   by_worker = {}
   for item in items:
     by_worker.setdefault(item["worker"], set()).add(
