@@ -110,21 +110,6 @@ def test_t5s_binary_trains_the_tiny_model_from_the_wheel(fresh, tmp_path):
   assert (model_dir / "model.ckpt-2.index").exists()
 
 
-@pytest.mark.slow
-def test_uninstalling_removes_the_package_and_its_hook(fresh):
-  # Last in this file: the fixture's venv has no mtf_switch after it.
-  python, work, purelib = fresh
-  _run([python, "-m", "pip", "uninstall", "-y", "-q", "mtf-switch"],
-       cwd=work)
-  left = [name for name in os.listdir(purelib)
-          if "mtf_switch" in name or name == "mtf_switch_import_hook.pth"]
-  assert not left, left
-  result = subprocess.run([python, "-c", "import mesh_tensorflow"],
-                          cwd=work, capture_output=True, text=True,
-                          timeout=300)
-  assert "register_tensor_conversion_function" in result.stderr
-
-
 # The commands the README and docs name, each a console script.
 CONSOLE_SCRIPTS = {
     "mtf_switch_train", "mtf_switch_study", "mtf_switch_plan",
@@ -151,3 +136,18 @@ for entry in importlib.metadata.distribution("mtf-switch").entry_points:
                         "--helpfull"], cwd=work, capture_output=True,
                        text=True, timeout=900).stdout
   assert "--model_dir" in out and "--module_import" in out
+
+
+@pytest.mark.slow
+def test_uninstalling_removes_the_package_and_its_hook(fresh):
+  # Last in this file: the fixture's venv has no mtf_switch after it.
+  python, work, purelib = fresh
+  _run([python, "-m", "pip", "uninstall", "-y", "-q", "mtf-switch"],
+       cwd=work)
+  left = [name for name in os.listdir(purelib)
+          if "mtf_switch" in name or name == "mtf_switch_import_hook.pth"]
+  assert not left, left
+  result = subprocess.run([python, "-c", "import mesh_tensorflow"],
+                          cwd=work, capture_output=True, text=True,
+                          timeout=300)
+  assert "register_tensor_conversion_function" in result.stderr

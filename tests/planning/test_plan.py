@@ -165,11 +165,10 @@ def test_the_command_refuses_bad_values_in_one_line():
 def test_estimate_is_within_a_quarter_of_this_cpus_measured_memory():
   # benchmarks/plan_memory.py trains the main job's model in a process of
   # its own and reports its resident memory's growth over the steps.
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   output = subprocess.run(
-      [sys.executable, os.path.join(root, "benchmarks", "plan_memory.py"),
+      [sys.executable, os.path.join(helpers.REPO, "benchmarks", "plan_memory.py"),
        "--child", "measure:64"], capture_output=True, text=True, check=True,
-      cwd=root).stdout
+      cwd=helpers.REPO).stdout
   measured = json.loads(output.split("RESULT ", 1)[1])["measured_bytes"]
   gin.clear_config()
   gin.parse_config_files_and_bindings(["models/switch_tiny.gin"], [])

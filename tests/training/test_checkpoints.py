@@ -204,7 +204,8 @@ _KILLED_INSIDE_THE_THIRD_SAVE = """
 import os, signal, sys
 import gin
 import numpy as np
-from mtf_switch.training import checkpoints, models, step as step_lib
+from mtf_switch import models
+from mtf_switch.training import checkpoints, step as step_lib
 from tensorflow.python.checkpoint import checkpoint_management
 
 model_dir = sys.argv[1]
