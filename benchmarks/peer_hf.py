@@ -16,11 +16,13 @@ default task's 2,100 padded to a multiple of 128, as mesh-tensorflow pads
 it), dropout 0, Adafactor at a fixed learning rate of 1e-2.
 
 mtf_switch is measured several ways, to separate the per-step overheads:
-the main job's step as it runs today (mesh `batch:1,experts:2`, the next
-seqio batch, loss and metrics fetched), the same fed a pre-made batch, on one
-device, the train op alone, an empty session.run, and the seqio batch alone;
-and with cheap settings (TensorFlow threading, XLA auto-clustering, the
-index dispatch) as extra rows.
+the main job's step as it runs (the next seqio batch, loss and metrics
+fetched) on its default mesh (one device) and on its former default
+(`batch:1,experts:2`, which computed all but the experts on both
+positions), the step fed a pre-made batch, the train op alone, an empty
+session.run, and the seqio batch alone; and with cheap settings (TensorFlow
+threading, XLA auto-clustering, the index and dropless dispatch, the
+`batch:2` mesh) as extra rows.
 
 Every measured thing lives in a worker process (HuggingFace in one, the
 TensorFlow sessions with default settings in another, each threading or XLA
@@ -53,8 +55,11 @@ BATCH, INPUTS, TARGETS = 16, 64, 16
 TOKENS_PER_STEP = BATCH * (INPUTS + TARGETS)  # as the main job counts them
 TASK = "mtf_switch_default_span_corruption"
 LEARNING_RATE = 1e-2
-# The main job's default mesh and layout (mtf_switch/training/train.py).
-MAIN_JOB_MESH = ("batch:1,experts:2", "batch:batch;experts:experts")
+# The main job's default mesh and layout (mtf_switch/training/train.py): one
+# device.  Its former default split the experts over two positions and
+# computed everything else on both.
+MAIN_JOB_MESH = ("", "")
+FORMER_MAIN_JOB_MESH = ("batch:1,experts:2", "batch:batch;experts:experts")
 # Pre-made batches: drawn once from np.random.RandomState(BATCH_SEED), the
 # same arrays in every worker, fed in the same order.
 BATCH_SEED, NUM_BATCHES = 0, 8
@@ -80,9 +85,10 @@ VARIANTS = collections.OrderedDict([
     ("hf_passive", "as hf (2 threads), OMP_WAIT_POLICY=PASSIVE (PyTorch's "
                    "OpenMP threads sleep instead of spinning while they "
                    "wait), own process"),
-    ("main_job", "the main job's step as it runs today (loop.train): next "
-                 "seqio batch, fetches loss + routing metrics + scalars + "
-                 "train op"),
+    ("main_job", "the main job's step as it runs (loop.train): next seqio "
+                 "batch, fetches loss + routing metrics + scalars + train "
+                 "op; on its default mesh (1 device) and its former one "
+                 "(batch:1,experts:2)"),
     ("fed", "the same step fed a pre-made batch instead of the seqio one"),
     ("train_op", "pre-made batch, fetching the train op only (the step op "
                  "alone)"),
@@ -524,14 +530,13 @@ def plan(shape_sets, model_kinds, experiments, hf_configs):
                 vocab_size=hf_configs["vocab_size"])
       add("hf", model, shapes, "hf", "", "hf", "hf", hf)
       mtf = dict(shapes=shapes, model=model, bindings=[], config={})
-      add("mtf_switch", model, shapes, "main_job", MAIN_JOB_MESH[0], "tf",
-          "tf", dict(mtf, what="main_job", mesh_shape=MAIN_JOB_MESH[0],
-                     layout=MAIN_JOB_MESH[1]))
-      for mesh_shape, layout in (MAIN_JOB_MESH, ("", "")):
-        for what in ("fed", "train_op", "empty_run"):
-          add("mtf_switch", model, shapes, what, mesh_shape or ONE_DEVICE,
-              "tf", "tf", dict(mtf, what=what, mesh_shape=mesh_shape,
-                               layout=layout))
+      for mesh_shape, layout in (MAIN_JOB_MESH, FORMER_MAIN_JOB_MESH):
+        add("mtf_switch", model, shapes, "main_job",
+            mesh_shape or ONE_DEVICE, "tf", "tf",
+            dict(mtf, what="main_job", mesh_shape=mesh_shape, layout=layout))
+      for what in ("fed", "train_op", "empty_run"):
+        add("mtf_switch", model, shapes, what, ONE_DEVICE, "tf", "tf",
+            dict(mtf, what=what, mesh_shape="", layout=""))
       for name in experiments:
         experiment = EXPERIMENTS[name]
         env = experiment.get("env", {})
@@ -669,8 +674,8 @@ def plot(result, path):
                            figsize=(12, 4.2 * len(shape_sets)), squeeze=False)
   for ax, shapes in zip(axes[:, 0], shape_sets):
     these = [r for r in result if r["shapes"] == shapes]
-    # HuggingFace first, then the 2-position mesh, one device, data (a
-    # stable sort keeps the rows' order within each).
+    # HuggingFace first, then the former 2-position mesh, one device, data
+    # (a stable sort keeps the rows' order within each).
     groups = ("HF", "mtf 2-pos", "mtf 1 dev", "mtf", "seqio")
     labels = sorted(dict.fromkeys(_bar_label(r) for r in these),
                     key=lambda l: [g in l for g in groups].index(True))
@@ -707,7 +712,7 @@ def _bar_label(row):
                                                 row["variant"])
   if row["framework"] == "seqio":
     return "seqio next batch"
-  mesh = {MAIN_JOB_MESH[0]: "2-pos", ONE_DEVICE: "1 dev"}.get(
+  mesh = {FORMER_MAIN_JOB_MESH[0]: "2-pos", ONE_DEVICE: "1 dev"}.get(
       row["mesh"], row["mesh"])
   return "mtf %s %s" % (mesh, row["variant"])
 

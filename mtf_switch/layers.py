@@ -67,6 +67,27 @@ def _mesh_axis(context, dim):
   return mesh_shape.dims[axis].name, mesh_shape.dims[axis].size
 
 
+def _expert_groups_dim(context, groups_dim, experts_dim):
+  """The groups dimension of the experts' buffers.
+
+  Where the layout splits the experts on the groups' own mesh axis
+  (`experts:batch`, T5's default), the buffers' split moves from the groups
+  to the experts: the all-to-all of Section 2.2 / Figure 9, after which
+  each core holds every group for its experts (`groups_unsplit`).
+  Otherwise the groups stay split as they are: unsplit, they would be
+  computed whole on every core of their axis (e.g. by each data-parallel
+  core, with the experts on an axis of their own or on none).  A model
+  built without its layout gets `groups_unsplit`, which lowers under any.
+  """
+  unsplit = mtf.Dimension("groups_unsplit", groups_dim.size)
+  if getattr(context.model, "layout", None) is None:
+    return unsplit
+  axis, _ = _mesh_axis(context, groups_dim)
+  if axis is not None and axis == _mesh_axis(context, experts_dim)[0]:
+    return unsplit
+  return groups_dim
+
+
 def _mesh_axis_size(context, dim):
   """Size of the mesh axis that `dim` is split on (1 if not split)."""
   return _mesh_axis(context, dim)[1]
@@ -133,13 +154,11 @@ class _EinsumDispatch:
     # [experts_unsplit, groups, capacity, d_model]
     expert_inputs = self.dispatch(grouped, instructions, routed_experts_dim,
                                   capacity_dim)
-    # Same values, the split moved from the groups to the experts: under
-    # expert parallelism this is the all-to-all of Section 2.2 / Figure 9.
-    # [experts, groups_unsplit, capacity, d_model]
-    unsplit_groups_dim = mtf.Dimension("groups_unsplit", groups_dim.size)
+    # [experts, groups, capacity, d_model]
     expert_inputs = mtf.reshape(
-        expert_inputs, [experts_dim, unsplit_groups_dim, capacity_dim,
-                        model_dim])
+        expert_inputs, [experts_dim, _expert_groups_dim(context, groups_dim,
+                                                        experts_dim),
+                        capacity_dim, model_dim])
     expert_outputs = self.expert_ffn(layer, context, expert_inputs,
                                      experts_dim)
     # ... and back: [experts_unsplit, groups, capacity, d_model]

@@ -98,6 +98,7 @@ def test_settings_that_bind_a_process_get_their_own_worker():
              for i in items}
   assert workers[("switch", "hf", "")] == "hf"
   assert workers[("dense", "hf_threads1", "")] == "hf_threads1"
+  assert workers[("switch", "main_job", "1 device")] == "tf"
   assert workers[("switch", "main_job", "batch:1,experts:2")] == "tf"
   assert workers[("switch", "train_op", "1 device")] == "tf"
   assert workers[("switch", "index", "1 device")] == "tf"  # gin only

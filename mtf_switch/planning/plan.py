@@ -21,9 +21,11 @@ shapes the lowered graph would have).  From those it adds up, per core:
   TPU needs static shapes), the rows its experts may be sent: the worst
   case, every token a core sees routed to that core's experts,
 
-and the bytes each core sends in all-to-alls (reshapes that move a split
-from one tensor dimension to another, e.g. from groups to experts: forward
-and backward, and the recomputed forward).  The step time is a lower bound:
+how much of the step's work the layout repeats on several cores (an
+operation none of whose tensors is split over a mesh axis runs whole on
+every core of it), and the bytes each core sends in all-to-alls (reshapes
+that move a split from one tensor dimension to another, e.g. from groups to
+experts: forward and backward, and the recomputed forward).  The step time is a lower bound:
 the FLOPs of `mtf_switch.planning.model_size` (x3 for forward and backward, x4 with
 rematerialization) at the chip's peak rate, plus the all-to-alls at the
 slice's bisection bandwidth, without overlap.
@@ -72,7 +74,7 @@ Plan = collections.namedtuple("Plan", [
     "cores", "param_bytes", "grad_bytes", "slot_bytes", "activation_bytes",
     "remat_activation_bytes", "recompute_grads", "expert_buffer_bytes",
     "all_to_all_bytes", "flops_per_core", "size", "split_hint",
-    "dropless_row_bytes"])
+    "dropless_row_bytes", "work_ratio", "replicated_fraction"])
 Plan.__doc__ = """What `plan` finds; bytes and FLOPs are per core and step.
 
 Attributes:
@@ -93,6 +95,10 @@ Attributes:
     whose split would cut the largest memory term most (see `split_hint`).
   dropless_row_bytes: the rows of the dropless Switch layers in the worst
     case (part of the activations; 0 without dropless dispatch).
+  work_ratio: the work all cores do together over the work of the step
+    done once (1.0: nothing computed twice; see `replicated_work`).
+  replicated_fraction: the share of the step's work done on more than one
+    core.
 """
 
 
@@ -118,7 +124,8 @@ def build_training_graph(batch_size, input_length, target_length, vocab_size,
 
   Returns:
     (model, forward operations, the forward tensors the backward pass
-    reads, trainable variables, optimizer slot variables).
+    reads, trainable variables, optimizer slot variables, every operation
+    of the step: forward, backward and the optimizer's update).
   """
   model = models.make_bitransformer(vocab_size, mesh_impl.shape,
                                     mesh_impl.layout_rules)
@@ -145,7 +152,7 @@ def build_training_graph(batch_size, input_length, target_length, vocab_size,
   produced = set(t for op in forward if not isinstance(op, mtf.Variable)
                  for t in op.outputs)
   saved = set(t for op in backward for t in op.inputs if t in produced)
-  return model, forward, saved, variables, slots
+  return model, forward, saved, variables, slots, list(graph.operations)
 
 
 _BLOCK = re.compile(r"^((?:encoder|decoder)/block_\d+)/")
@@ -244,6 +251,75 @@ def _split_dims(shape, tensor_axis_to_mesh_axis):
           if axis is not None}
 
 
+def _work(op):
+  """An operation's work in element operations: an einsum's multiply-adds
+  (the product of every dimension it names), otherwise its largest
+  tensor's size (one operation an element)."""
+  tensors = list(op.inputs) + list(op.outputs)
+  if isinstance(op, mtf.EinsumOperation):
+    dims = {d.name: d.size for t in tensors for d in t.shape.dims}
+    work = 1
+    for size in dims.values():
+      work *= size
+    return work
+  return max(t.shape.size for t in tensors)
+
+
+def _copies(mesh_impl, op):
+  """On how many cores the operation's work is repeated: the mesh's size
+  over the cores its tensors' splits tell apart."""
+  axes = set()
+  for t in list(op.inputs) + list(op.outputs):
+    axes.update(a for a in mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis
+                if a is not None)
+  split = 1
+  for axis in axes:
+    split *= mesh_impl.shape.dims[axis].size
+  return mesh_impl.shape.size // split
+
+
+# Above this, a layout repeats work it could split.  Below it are the repeats
+# every data- or model-parallel layout has: each data-parallel core updates
+# the weights it holds whole (1% of the main job's step on `batch:2`), and
+# model-parallel cores each compute what has no split dimension of theirs,
+# the Switch layer's one-hot dispatch and the layer norms (5% on
+# gin/layouts/cpu_expert_model_data_2x2.gin).
+REPLICATION_LIMIT = 1.10
+
+
+def replicated_work(mesh_impl, operations):
+  """How much of a step the layout computes more than once.
+
+  mesh-tensorflow gives every core a slice of each tensor; a tensor
+  dimension that no mesh axis splits is whole on every core of that axis.
+  An operation none of whose tensors is split over an axis therefore runs,
+  whole, on each core along it: e.g. on the mesh `batch:1,experts:2` with
+  `experts:experts`, attention and the dense layers run on both cores.
+  Data parallelism's own repeats (each core updating the weights it holds
+  whole) count too.
+
+  Args:
+    mesh_impl: the layout's mtf.MeshImpl.
+    operations: the step's mtf operations.
+
+  Returns:
+    (work of all cores / work of the step once, share of the step's work
+    done on more than one core).
+  """
+  once = done = repeated = 0
+  for op in operations:
+    if isinstance(op, mtf.Variable) or not (op.inputs or op.outputs):
+      continue
+    work, copies = _work(op), _copies(mesh_impl, op)
+    once += work
+    done += work * copies
+    if copies > 1:
+      repeated += work
+  if not once:
+    return 1.0, 0.0
+  return done / once, repeated / once
+
+
 # The dimensions a layout of mesh-tensorflow's transformer may split; the
 # others (length, d_kv, the Switch layer's groups and capacity) are not
 # meant to be split by layout rules.
@@ -310,7 +386,7 @@ def plan(batch_size, input_length, target_length, vocab_size=32128,
           "--batch_size %d does not split over the layout's %d batch shards "
           "(mesh %r); use a multiple of %d" % (batch_size, shards, mesh_shape,
                                                shards))
-  model, forward, saved, variables, slots = build_training_graph(
+  model, forward, saved, variables, slots, operations = build_training_graph(
       batch_size, input_length, target_length, vocab_size, mesh_impl,
       activation_dtype)
   size = model_size.measure(variables, model, mesh_impl, input_length,
@@ -335,7 +411,8 @@ def plan(batch_size, input_length, target_length, vocab_size=32128,
   return Plan(cores, param_bytes, param_bytes, slot_bytes, everything, remat,
               recompute, expert_buffer_bytes(mesh_impl, saved),
               passes * sent_forward, flops, size, hint,
-              dropless_row_bytes(mesh_impl, forward))
+              dropless_row_bytes(mesh_impl, forward),
+              *replicated_work(mesh_impl, operations))
 
 
 def bisection_bytes_per_s(chip, num_chips):
@@ -398,6 +475,13 @@ def report(p, chip_name, out=None):
   lines += [
       "  total:                     %s" % gib(total_bytes(p)),
       "all-to-all sent per core and step: %s" % gib(p.all_to_all_bytes),
+      "computed more than once: %.1f%% of the step's work (all cores do "
+      "%.2fx the work of one copy)%s" % (
+          100 * p.replicated_fraction, p.work_ratio,
+          "" if p.work_ratio <= REPLICATION_LIMIT else
+          ": the layout leaves a dimension of the step's largest tensors "
+          "unsplit on a mesh axis; split it there (e.g. experts:batch) or "
+          "use fewer cores"),
   ]
   compute, communication = step_seconds(p, chip)
   lines.append("step time >= %.3f s (compute %.3f s at peak, all-to-all "

@@ -6,7 +6,7 @@ Many T5 users drive models from Python or a notebook, not the binary:
   from mtf_switch.t5 import mtf_model
   tf.disable_eager_execution()
   gin.parse_config_file("models/switch_tiny.gin")
-  model = mtf_model.MtfModel("runs/api", mesh_shape="batch:1,experts:2",
+  model = mtf_model.MtfModel("runs/api", mesh_shape="batch:2",
                             batch_size=8, sequence_length={"inputs": 32,
                                                            "targets": 32},
                             learning_rate_schedule=0.01)
@@ -35,8 +35,8 @@ dtype and vocabulary, and on a mismatch raises
 it, where T5 would fail later without naming it:
 
   gin.parse_config_file("from_main_job.gin")
-  model = mtf_model.MtfModel("runs/switch_tiny", mesh_shape="batch:1,experts:2",
-                            layout_rules="batch:batch;experts:experts",
+  model = mtf_model.MtfModel("runs/switch_tiny", mesh_shape="batch:2",
+                            layout_rules="batch:batch;experts:batch",
                             batch_size=16, sequence_length={"inputs": 64,
                                                             "targets": 16})
   scores, targets = model.score(

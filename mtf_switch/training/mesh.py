@@ -69,8 +69,8 @@ def parse_mesh(mesh_shape, layout=""):
   not have (mesh-tensorflow ignores it, as T5's default layouts rely on).
 
   Args:
-    mesh_shape: e.g. "batch:1,experts:2" ("" is one device), or mtf.Shape.
-    layout: e.g. "batch:batch;experts:experts", or mtf.LayoutRules.
+    mesh_shape: e.g. "batch:2" ("" is one device), or mtf.Shape.
+    layout: e.g. "batch:batch;experts:batch", or mtf.LayoutRules.
 
   Returns:
     (mtf.Shape, mtf.LayoutRules).
@@ -88,12 +88,12 @@ def parse_mesh(mesh_shape, layout=""):
       or len(set(shape.dimension_names)) < shape.ndims):
     raise ValueError("mesh shape %r: give mesh axes as name:size pairs, "
                      "each name once and each size positive, e.g. "
-                     "batch:1,experts:2" % (mesh_shape,))
+                     "batch:2" % (mesh_shape,))
   try:
     layout_rules = mtf.convert_to_layout_rules(layout)
   except ValueError:
     raise ValueError("layout %r: give tensor_dimension:mesh_axis pairs, e.g. "
-                     "batch:batch;experts:experts" % (layout,)) from None
+                     "batch:batch;experts:batch" % (layout,)) from None
   return shape, layout_rules
 
 

@@ -33,7 +33,8 @@ from mtf_switch.training import mesh as mesh_lib
 from mtf_switch.training import step
 
 
-def main(argv=None):
+def make_parser():
+  """The main job's flags and their defaults."""
   parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model_dir", default="runs/switch_tiny",
                       help="checkpoints and TensorBoard summaries; an "
@@ -48,8 +49,14 @@ def main(argv=None):
   parser.add_argument("--target_length", type=int, default=16)
   parser.add_argument("--learning_rate", type=cli.positive_float,
                       default=1e-2)
-  parser.add_argument("--mesh_shape", default="batch:1,experts:2")
-  parser.add_argument("--layout", default="batch:batch;experts:experts")
+  # One device: on this CPU two mesh positions gain nothing, and a mesh
+  # whose layout splits only the experts computes all else on each position
+  # (mtf_switch_plan reports a layout's repeated work).
+  parser.add_argument("--mesh_shape", default="",
+                      help="mesh-tensorflow mesh shape, e.g. batch:2 "
+                           "(default: one device)")
+  parser.add_argument("--layout", default="",
+                      help="layout rules, e.g. batch:batch;experts:batch")
   parser.add_argument("--mesh_devices", default="",
                       help="a device per mesh position, e.g. gpu:0,gpu:1 "
                            "(cpu:0,cpu:1,... makes virtual CPU devices); "
@@ -80,6 +87,11 @@ def main(argv=None):
   parser.add_argument("--metric_batches", type=cli.positive_int,
                       default=None,
                       help="decode at most this many batches for --metrics")
+  return parser
+
+
+def main(argv=None):
+  parser = make_parser()
   args = parser.parse_args(argv)
   if args.init_checkpoint and args.distill_from:
     parser.error("give --init_checkpoint (fine-tuning) or --distill_from "
@@ -142,8 +154,9 @@ def _set_up(parser, args):
     print("distilling %s into its dense twin (fraction soft %g)"
           % (args.distill_from, model.fraction_soft))
   init_checkpoint = args.init_checkpoint or args.distill_from
-  print("training %s on %s for %d steps, mesh %r, in %s" % (
-      " + ".join(gin_files), args.task, args.steps, args.mesh_shape,
+  print("training %s on %s for %d steps, mesh %s, in %s" % (
+      " + ".join(gin_files), args.task, args.steps,
+      repr(args.mesh_shape) if args.mesh_shape else "of one device",
       args.model_dir))
   input_length, target_length = data.step_lengths(
       args.task, args.input_length, args.target_length)

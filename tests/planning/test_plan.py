@@ -1,4 +1,5 @@
 """The capacity planner: per-core bytes against hand counts, its advice."""
+import glob
 import io
 import json
 import os
@@ -7,12 +8,15 @@ import sys
 
 import gin
 import helpers  # graph mode, compat shim; refusals
+import mesh_tensorflow as mtf
 import pytest
 import tensorflow.compat.v1 as tf
 
 from mtf_switch import layers
 from mtf_switch import routing
 from mtf_switch.planning import plan
+from mtf_switch.training import mesh as mesh_lib
+from mtf_switch.training import train
 
 VOCAB = 1000
 
@@ -209,3 +213,69 @@ def test_dropless_dispatch_counts_its_rows_in_the_worst_case(
   out = io.StringIO()
   plan.report(capped, "v3", out)
   assert "dropless" not in out.getvalue()
+
+
+def _one_einsum_and_one_update(mesh_shape, layout):
+  """x[batch 4, d 8] @ w[d, ff 16], then w * 2: by hand, 512 multiply-adds
+  and 128 multiplies."""
+  mesh_impl = mesh_lib.cpu_mesh_impl(mesh_shape, layout)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch, d, ff = (mtf.Dimension("batch", 4), mtf.Dimension("d_model", 8),
+                  mtf.Dimension("d_ff", 16))
+  x = mtf.zeros(mesh, [batch, d])
+  w = mtf.zeros(mesh, [d, ff])
+  first = len(graph.operations)
+  mtf.einsum([x, w], output_shape=[batch, ff])
+  w * 2.0  # pylint: disable=pointless-statement
+  return plan.replicated_work(mesh_impl, graph.operations[first:])
+
+
+def test_replicated_work_equals_a_hand_count():
+  assert _one_einsum_and_one_update("", "") == (1.0, 0.0)
+  # Data parallel: the einsum is split, the update of the whole w runs on
+  # both cores: (512 + 2 * 128) / 640 done, 128 / 640 repeated.
+  ratio, fraction = _one_einsum_and_one_update("batch:2", "batch:batch")
+  assert ratio == pytest.approx(768 / 640)
+  assert fraction == pytest.approx(128 / 640)
+  # d_ff split: both are split, nothing repeated.
+  assert _one_einsum_and_one_update("model:2", "d_ff:model") == (1.0, 0.0)
+  # An axis nothing is split on: everything runs on both of its cores.
+  assert _one_einsum_and_one_update("batch:2,other:2", "batch:batch") == (
+      pytest.approx((2 * 512 + 4 * 128) / 640), 1.0)
+
+
+def _main_job_plan(mesh_shape, layout):
+  """The main job's model and batch (its defaults) on a mesh."""
+  defaults = train.make_parser().parse_args([])
+  return _plan("switch_tiny", defaults.batch_size,
+               (defaults.input_length, defaults.target_length),
+               mesh_shape=mesh_shape, layout=layout)
+
+
+def test_the_main_job_and_the_cpu_layouts_compute_nothing_twice():
+  defaults = train.make_parser().parse_args([])
+  shipped = {"main job default": (defaults.mesh_shape, defaults.layout)}
+  for path in glob.glob(os.path.join(helpers.REPO, "gin", "layouts",
+                                     "cpu_*.gin")):
+    gin.clear_config()
+    gin.parse_config_file(path)
+    shipped[os.path.basename(path)] = (
+        gin.query_parameter("utils.run.mesh_shape"),
+        gin.query_parameter("utils.run.layout_rules"))
+  assert len(shipped) == 4, shipped
+  for name, (mesh_shape, layout) in shipped.items():
+    p = _main_job_plan(mesh_shape, layout)
+    assert p.work_ratio <= plan.REPLICATION_LIMIT, (name, p.work_ratio)
+
+
+def test_a_layout_that_computes_twice_is_reported():
+  # The experts on an axis of their own: attention, the dense layers, the
+  # embeddings and the loss run whole on both of its cores.
+  p = _main_job_plan("batch:1,experts:2", "batch:batch;experts:experts")
+  assert p.work_ratio > 1.5 and p.replicated_fraction > 0.5
+  out = io.StringIO()
+  plan.report(p, "v3", out)
+  assert "computed more than once: %.1f%%" % (
+      100 * p.replicated_fraction) in out.getvalue()
+  assert "split it there (e.g. experts:batch)" in out.getvalue()

@@ -29,10 +29,12 @@ from mtf_switch.training import step
 
 pytestmark = pytest.mark.slow
 
-# The main job's defaults: its task, mesh, layout, lengths and batch size.
+# The main job's defaults: its task, lengths and batch size; a mesh of two
+# positions with the experts on the batch's axis (the main job trains on
+# one device; a checkpoint holds whole variables, read under any mesh).
 TASK = "mtf_switch_default_span_corruption"
-MESH_SHAPE = "batch:1,experts:2"
-LAYOUT = "batch:batch;experts:experts"
+MESH_SHAPE = "batch:2"
+LAYOUT = "batch:batch;experts:batch"
 LENGTHS = {"inputs": 64, "targets": 16}
 BATCH_SIZE = 16
 # As many batches as the main job's validation loss averages over

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def _model(model_dir):
   return mtf_model.MtfModel(
-      model_dir, mesh_shape="batch:1,experts:2", batch_size=8,
+      model_dir, mesh_shape="batch:2", batch_size=8,
       sequence_length=LENGTHS, learning_rate_schedule=0.01,
       save_checkpoints_steps=10, iterations_per_loop=10)
 

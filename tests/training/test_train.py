@@ -259,7 +259,8 @@ def test_main_job_refuses_devices_that_do_not_fit_the_mesh(capsys):
 @pytest.mark.slow
 def test_main_job_on_two_virtual_cpus_logs_the_losses_of_one_device(
     tmp_path):
-  args = ("--steps", "20", "--mesh_shape", "batch:1,experts:2")
+  args = ("--steps", "20", "--mesh_shape", "batch:2", "--layout",
+          "batch:batch;experts:batch")
   one_device = _Started(str(tmp_path / "one"), *args)
   two_devices = _Started(str(tmp_path / "two"), *args,
                          "--mesh_devices", "cpu:0,cpu:1")
