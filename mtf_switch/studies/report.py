@@ -1,11 +1,16 @@
 """A study's curves turned into a summary CSV, a markdown table and plots.
 
 Per model, over its seeds: the final validation loss (mean and standard
-deviation), the step time, and, against the study's baseline, the steps
-and the training seconds after which the model's mean curve reaches the
-baseline's final mean validation loss (linear interpolation between
-evaluations) with the speed-ups they give; along the study's ladder, each
-model against the one before it.  A difference counts as clear when it is
+deviation) and, against the study's baseline, the steps after which the
+model's mean curve reaches the baseline's final mean validation loss
+(linear interpolation between evaluations) with the speed-up they give;
+along the study's ladder, each model against the one before it.
+
+No wall-time speed-up: a study's runs are timed one after another, under
+whatever else the machine is doing then, so their seconds do not compare
+(issue 29: a capacity study's Switch came out 2.4x faster in time than its
+dense twin from runs timed at different loads).  Step times side by side
+come from `benchmarks/study_step_time.py`, which the table's note names.  A difference counts as clear when it is
 larger than twice the larger of the two seed standard deviations (and is
 not judged with fewer than two seeds on either side).
 """
@@ -18,9 +23,8 @@ from mtf_switch.studies import study as study_lib
 
 SUMMARY_FIELDS = (
     "model", "seeds", "final_validation_loss", "final_validation_loss_std",
-    "delta_vs_baseline", "clear", "step_seconds", "steps_to_baseline",
-    "step_speedup", "seconds_to_baseline", "time_speedup", "previous",
-    "delta_vs_previous", "clear_vs_previous")
+    "delta_vs_baseline", "clear", "steps_to_baseline", "step_speedup",
+    "previous", "delta_vs_previous", "clear_vs_previous")
 
 
 def load_curves(study, results_dir):
@@ -88,21 +92,17 @@ def summarize(study, curves):
   if base:
     base_final, base_std = final_loss(base)
     base_steps = float(mean_curve(base, "step")[1][-1])
-    base_seconds = float(mean_curve(base, "train_seconds")[1][-1])
   for model in study.models:
     runs = curves.get(model)
     if not runs:
       continue
     steps, loss, std = mean_curve(runs, "validation_loss")
-    _, seconds, _ = mean_curve(runs, "train_seconds")
     row = dict(model=model, seeds=len(runs),
                final_validation_loss=round(float(loss[-1]), 4),
-               final_validation_loss_std=round(float(std[-1]), 4),
-               step_seconds=round(float(seconds[-1] / steps[-1]), 4))
+               final_validation_loss_std=round(float(std[-1]), 4))
     if base_final is not None:
       delta = float(loss[-1] - base_final)
       reach_step = first_crossing(steps, loss, base_final)
-      reach_time = first_crossing(seconds, loss, base_final)
       row.update(
           delta_vs_baseline=round(delta, 4),
           clear=is_clear(delta, (float(std[-1]), base_std),
@@ -110,11 +110,7 @@ def summarize(study, curves):
           steps_to_baseline=(round(reach_step) if reach_step is not None
                              else ""),
           step_speedup=(round(base_steps / reach_step, 2)
-                        if reach_step else ""),
-          seconds_to_baseline=(round(reach_time, 1)
-                               if reach_time is not None else ""),
-          time_speedup=(round(base_seconds / reach_time, 2)
-                        if reach_time else ""))
+                        if reach_step else ""))
     rows.append(row)
   _compare_along_ladder(study, curves, rows)
   return rows
@@ -152,23 +148,21 @@ def markdown_table(study, rows):
   """The summary as a markdown table, with the study's description, and
   the ladder's steps as a second table."""
   header = ("| model | seeds | final val. loss (mean +- std) | vs %s | "
-            "clear (> 2 std) | s/step | steps to %s's final | step "
-            "speed-up | seconds to %s's final | time speed-up |"
-            % ((study.baseline,) * 3))
+            "clear (> 2 std) | steps to %s's final | step speed-up |"
+            % ((study.baseline,) * 2))
   lines = ["%s (%d steps, batch %d, task `%s`)" % (
       study.description or study.name, study.steps, study.batch_size,
-      study.task), "", header, "|" + "---|" * 10]
+      study.task), "", header, "|" + "---|" * 7]
   for r in rows:
-    lines.append("| %s | %d | %s | %s | %s | %.3f | %s | %s | %s "
-                 "| %s |" % (
-                     r["model"], r["seeds"], _loss_cell(r),
-                     "%+.4f" % r["delta_vs_baseline"]
-                     if "delta_vs_baseline" in r else "",
-                     _yes_no(r.get("clear")),
-                     r["step_seconds"], r.get("steps_to_baseline", ""),
-                     r.get("step_speedup", ""),
-                     r.get("seconds_to_baseline", ""),
-                     r.get("time_speedup", "")))
+    lines.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+        r["model"], r["seeds"], _loss_cell(r),
+        "%+.4f" % r["delta_vs_baseline"] if "delta_vs_baseline" in r else "",
+        _yes_no(r.get("clear")), r.get("steps_to_baseline", ""),
+        r.get("step_speedup", "")))
+  lines += ["", "No wall-time column: the runs were timed one after another, "
+            "at whatever load the machine had. Step times side by side: "
+            "`python benchmarks/study_step_time.py --study <the study's gin "
+            "file>`."]
   steps = sorted((r for r in rows if r.get("previous")),
                  key=lambda r: study.ladder.index(r["model"]))
   if steps:
