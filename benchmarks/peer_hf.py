@@ -60,6 +60,7 @@ LEARNING_RATE = 1e-2
 # computed everything else on both.
 MAIN_JOB_MESH = ("", "")
 FORMER_MAIN_JOB_MESH = ("batch:1,experts:2", "batch:batch;experts:experts")
+MAIN_JOB_LOG_EVERY = 25  # the main job's --log_every
 # Pre-made batches: drawn once from np.random.RandomState(BATCH_SEED), the
 # same arrays in every worker, fed in the same order.
 BATCH_SEED, NUM_BATCHES = 0, 8
@@ -86,10 +87,15 @@ VARIANTS = collections.OrderedDict([
                    "OpenMP threads sleep instead of spinning while they "
                    "wait), own process"),
     ("main_job", "the main job's step as it runs (loop.train): next seqio "
-                 "batch, fetches loss + routing metrics + scalars + train "
-                 "op; on its default mesh (1 device) and its former one "
-                 "(batch:1,experts:2)"),
-    ("fed", "the same step fed a pre-made batch instead of the seqio one"),
+                 "batch, fetches loss + the guard's scalars + train op, and "
+                 "the routing metrics and all scalars every 25th step (its "
+                 "--log_every); on its default mesh (1 device) and its "
+                 "former one (batch:1,experts:2)"),
+    ("fed", "the same step fed a pre-made batch instead of the seqio one "
+            "(fetching, as loop.train does on a step that logs nothing, the "
+            "loss, the guard's scalars and the train op)"),
+    ("fed_all", "as fed, fetching also the routing metrics and every "
+                "scalar (what a logging step fetches)"),
     ("train_op", "pre-made batch, fetching the train op only (the step op "
                  "alone)"),
     ("empty_run", "session.run of a tf.no_op in the step's session: the "
@@ -333,8 +339,8 @@ def _session_config(config):
 def _tf_items(specs):
   """mtf_switch step graphs and the seqio pipeline.
 
-  Each spec: {"what": "main_job" | "fed" | "train_op" | "empty_run" |
-  "seqio_next", "shapes", "model", "mesh_shape", "layout", "bindings",
+  Each spec: {"what": "main_job" | "fed" | "fed_all" | "train_op" |
+  "empty_run" | "seqio_next", "shapes", "model", "mesh_shape", "layout", "bindings",
   "config"}.  Specs of one graph share it, and of one session config its
   session.
   """
@@ -350,6 +356,13 @@ def _tf_items(specs):
 
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(TASK)
+
+  class _LogEvery(loop.Action):
+    """Reads every value the main job's console report reads, when due."""
+
+    def act(self, sess, step, values):
+      del sess, step, values
+
   batches = make_batches(vocab_size)
   graphs, sessions, items = {}, {}, []
   for spec in specs:
@@ -393,7 +406,8 @@ def _tf_items(specs):
       def run(steps, sess=sess, graph=graph, iterator=iterator):
         done = int(sess.run(graph.global_step))
         start = time.perf_counter()
-        loop.train(sess, graph, iterator, done + steps)
+        loop.train(sess, graph, iterator, done + steps,
+                   [_LogEvery(MAIN_JOB_LOG_EVERY, None)])
         return time.perf_counter() - start
     elif what == "empty_run":
 
@@ -403,10 +417,15 @@ def _tf_items(specs):
           sess.run(noop)
         return time.perf_counter() - start
     else:
-      # loop.train's fetches, or the train op alone.
-      fetches = ({"loss": graph.loss, "metrics": graph.metrics,
-                  "scalars": graph.scalars, "train_op": graph.train_op}
-                 if what == "fed" else graph.train_op)
+      # loop.train's fetches (on a step that logs nothing, or on one that
+      # logs), or the train op alone.
+      fetches = {
+          "fed": {"loss": graph.loss, "train_op": graph.train_op,
+                  "scalars": {k: v for k, v in graph.scalars.items()
+                              if k in loop.GUARD_SCALARS}},
+          "fed_all": {"loss": graph.loss, "metrics": graph.metrics,
+                      "scalars": graph.scalars, "train_op": graph.train_op},
+      }.get(what, graph.train_op)
       cursor = [0]
 
       def run(steps, sess=sess, graph=graph, fetches=fetches, cursor=cursor):
@@ -534,7 +553,7 @@ def plan(shape_sets, model_kinds, experiments, hf_configs):
         add("mtf_switch", model, shapes, "main_job",
             mesh_shape or ONE_DEVICE, "tf", "tf",
             dict(mtf, what="main_job", mesh_shape=mesh_shape, layout=layout))
-      for what in ("fed", "train_op", "empty_run"):
+      for what in ("fed", "fed_all", "train_op", "empty_run"):
         add("mtf_switch", model, shapes, what, ONE_DEVICE, "tf", "tf",
             dict(mtf, what=what, mesh_shape="", layout=""))
       for name in experiments:

@@ -16,7 +16,8 @@ the gradient and optimizer ops after theirs):
   other layers   attention, dense FFNs, layer norms, embeddings, the loss
   optimizer      Adafactor's update of each weight, expert weights apart
                  from the others
-  rest           what is none of these (feeds, fetches, step counter)
+  rest           TensorFlow ops outside mesh-tensorflow's slices: variable
+                 reads, feeds, fetches, the step counter
 
 each forward and backward apart (a gradient op carries its forward op's
 name under `gradients`).  The op times overlap on 2 cores, so the table
@@ -43,26 +44,54 @@ import study_step_time  # benchmarks/ is the script's own folder
 CATEGORIES = ("routing", "dispatch", "experts", "other layers",
               "optimizer: expert weights", "optimizer: other weights",
               "rest")
-_SWITCH = re.compile(r"SwitchFeedForward")
-_EXPERT_WEIGHT = re.compile(r"SwitchFeedForward/(?:expert/)?w[io]")
+_SWITCH = re.compile(r"^(.*?SwitchFeedForward)/")
+# Expert weights' variables, as the optimizer's ops name them.
+_EXPERT_WEIGHT = re.compile(r"SwitchFeedForward/(?:expert/)?w[io]/")
+# The router's own ops at the layer's scope: its input jitter, the top-k
+# choice and the cumulative sum that numbers each expert's queue.
+_ROUTER_OPS = re.compile(r"^(?:router|random|top_k|cumsum|softmax)")
+# The experts' own ops besides their matmuls: activation, expert dropout.
+_EXPERT_OPS = re.compile(r"^(?:relu|gelu|expert|dropout|custom_gradient)")
 
 
-def category(node_name):
+def expert_matmuls(tf_graph):
+  """Name prefixes of the Switch layers' expert matmuls (forward): the
+  einsums at a layer's scope, outside its router, that read a weight."""
+  prefixes = set()
+  for op in tf_graph.get_operations():
+    match = _SWITCH.match(op.name)
+    if (match and op.type == "Einsum" and "gradients" not in op.name
+        and not _ROUTER_OPS.match(op.name[match.end():])
+        and any(i.op.type == "ReadVariableOp" for i in op.inputs)):
+      prefixes.add(op.name.split("/parallel_")[0])
+  return prefixes
+
+
+def category(node_name, matmuls):
   """(category, pass) of a lowered op's name; pass is "forward",
-  "backward" or "" (the optimizer and the rest have none)."""
-  backward = "gradients" in node_name or "/grad" in node_name
-  if re.search(r"adafactor|/update|assign", node_name, re.I):
+  "backward" or "" (the optimizer and the rest have none).
+
+  Args:
+    node_name: a TensorFlow node's name.
+    matmuls: `expert_matmuls` of its graph.
+  """
+  if "adafactor" in node_name:
     return ("optimizer: expert weights" if _EXPERT_WEIGHT.search(node_name)
             else "optimizer: other weights"), ""
-  phase = "backward" if backward else "forward"
-  if _SWITCH.search(node_name):
-    if "/router/" in node_name:
+  phase = "backward" if "gradients" in node_name else "forward"
+  match = _SWITCH.match(node_name)
+  if match:
+    inner = node_name[match.end():]
+    if _ROUTER_OPS.match(inner):
       return "routing", phase
-    if _EXPERT_WEIGHT.search(node_name) or re.search(
-        r"/(?:expert_)?(?:hidden|activation|relu)", node_name):
+    if (_EXPERT_OPS.match(inner)
+        or node_name.split("/parallel_")[0] in matmuls
+        or any(node_name.startswith(m + "/") for m in matmuls)):
       return "experts", phase
     return "dispatch", phase
-  if re.match(r"^_|^global_step|^(?:inputs|targets)", node_name):
+  # mesh-tensorflow computes a slice of a tensor per mesh position, in ops
+  # named `.../parallel_<position>/...`; the rest is TensorFlow's own.
+  if "/parallel_" not in node_name:
     return "rest", ""
   return "other layers", phase
 
@@ -96,6 +125,7 @@ def wall_step(sess, graph, batch, steps):
 def profile(sess, graph, batches, steps):
   """(Counter {(category, pass): microseconds} summed over steps, median
   wall seconds of an untraced step, Counter of the op names' times)."""
+  matmuls = expert_matmuls(sess.graph)
   batch = next(batches)
   wall_step(sess, graph, batch, 3)  # warm up
   by_name = collections.Counter()
@@ -104,15 +134,15 @@ def profile(sess, graph, batches, steps):
   wall = wall_step(sess, graph, batch, steps)
   by_category = collections.Counter()
   for name, micros in by_name.items():
-    by_category[category(name)] += micros
-  return by_category, wall, by_name
+    by_category[category(name, matmuls)] += micros
+  return by_category, wall, by_name, matmuls
 
 
 def rows(results):
   """One row per model and (category, pass): share of the op time and
   the milliseconds of the untraced step it stands for."""
   result = []
-  for model, (by_category, wall, _) in results.items():
+  for model, (by_category, wall, _, _) in results.items():
     total = sum(by_category.values())
     for cat in CATEGORIES:
       for phase in ("forward", "backward", ""):
@@ -217,9 +247,10 @@ def main(argv=None):
     with sess:
       results[name] = profile(sess, graph, batches, args.steps)
     print("  %.1f ms a step" % (1000 * results[name][1]), flush=True)
-    for op, micros in results[name][2].most_common(args.top):
+    by_name, matmuls = results[name][2], results[name][3]
+    for op, micros in by_name.most_common(args.top):
       print("    %8.1f ms  %-18s %s" % (micros / 1000 / args.steps,
-                                        "/".join(category(op)), op))
+                                        "/".join(category(op, matmuls)), op))
   title = ("%s: where a training step's time goes (%s, %d traced steps)"
            % (study.name, time.strftime("%Y-%m-%d"), args.steps))
   path = write(rows(results), args.out, args.name or study.name, title)

@@ -384,3 +384,18 @@ WARNING_LINE = re.compile(r"WARNING|Warning|ERROR|Error"
 def warning_lines(text):
   """The lines of `text` that read like warnings or errors."""
   return [line for line in text.splitlines() if WARNING_LINE.search(line)]
+
+
+def benchmark(name):
+  """The module of benchmarks/<name>.py, loaded by path (benchmarks/ is a
+  folder of scripts, not a package; on sys.path, as for the script, so
+  that one benchmark imports another)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(REPO, "benchmarks")
+  if folder not in sys.path:
+    sys.path.append(folder)
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(folder, name + ".py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

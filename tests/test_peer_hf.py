@@ -1,8 +1,5 @@
 """benchmarks/peer_hf.py: the HuggingFace twins it builds, what it measures
 where, and the rows it makes of the times."""
-import importlib.util
-import os
-
 import gin
 import pytest
 
@@ -14,11 +11,7 @@ _VOCAB = 2100  # the default task's, which the benchmark reads from seqio
 
 
 def _benchmark():
-  path = os.path.join(helpers.REPO, "benchmarks", "peer_hf.py")
-  spec = importlib.util.spec_from_file_location("peer_hf", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.benchmark("peer_hf")
 
 
 @pytest.fixture(autouse=True)

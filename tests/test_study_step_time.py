@@ -1,7 +1,4 @@
 """benchmarks/study_step_time.py: what it makes of measured step times."""
-import importlib.util
-import os
-
 import pytest
 
 import helpers
@@ -10,11 +7,7 @@ _rows = helpers.curve_rows  # a curve from its losses
 
 
 def _benchmark():
-  path = os.path.join(helpers.REPO, "benchmarks", "study_step_time.py")
-  spec = importlib.util.spec_from_file_location("study_step_time", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.benchmark("study_step_time")
 
 
 def test_rows_give_time_to_the_baselines_loss_and_loss_in_its_time():

@@ -321,6 +321,10 @@ class RecordCurve(loop.Action):
     self._train_seconds = rows[-1]["train_seconds"] if rows else 0.0
     self._since = time.time()
 
+  def needs_all_values(self, step):
+    # The curve's routing columns average the metrics of every step.
+    return True
+
   def __call__(self, sess, step, values):
     self._losses.append(float(values["loss"]))
     self._metrics.append(values["metrics"])

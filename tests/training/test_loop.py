@@ -49,6 +49,35 @@ def test_train_runs_actions_when_due_and_resumes_from_the_global_step():
     assert loop.train(sess, step, batches, 9) == []
 
 
+class _Fetched(loop.Action):
+  """Records, every step, what the loop fetched (reading no more)."""
+  reads_all_values = False
+
+  def __init__(self, steps):
+    super().__init__(1, steps)
+    self.seen = {}
+
+  def act(self, sess, step, values):
+    self.seen[step] = (sorted(values["metrics"]), sorted(values["scalars"]))
+
+
+def test_metrics_and_scalars_are_fetched_only_for_a_step_that_reads_them():
+  gin.parse_config_file("models/switch_tiny.gin")
+  step = step_lib.build_step_graph(models.make_bitransformer(32), 4, 8, 8)
+  tokens = helpers.random_tokens(np.random.RandomState(0), 4, 8, 32)
+  batches = itertools.repeat({"inputs": tokens, "targets": tokens})
+  sess, _ = checkpoints.start_session(step, None)
+  fetched = _Fetched(7)
+  with sess:
+    loop.train(sess, step, batches, 7, [_Record(every=3, steps=7), fetched])
+  every_step = (fetched.seen[1][0], ["gradient_norm"])
+  all_values = (sorted(step.metrics), sorted(step.scalars))
+  assert every_step[0] == [] and len(all_values[0]) > 4
+  assert {s: v == all_values for s, v in fetched.seen.items()} == {
+      1: False, 2: False, 3: True, 4: False, 5: False, 6: True, 7: True}
+  assert all(fetched.seen[s] == every_step for s in (1, 2, 4, 5))
+
+
 def test_log_likelihood_is_the_mean_over_real_target_tokens():
   gin.parse_config_file("models/switch_tiny.gin")
   step = step_lib.build_step_graph(models.make_bitransformer(32), 2, 8, 8,
