@@ -1,8 +1,9 @@
-r"""Trains a small Switch model on CPU: the README's main job.
+r"""The main job: trains one model, printing its loss and routing metrics.
 
 The model comes from gin (default `models/switch_tiny.gin`), the mesh from
---mesh_shape and --layout, the data from a seqio task (default: T5's span
-corruption on the offline default corpus, `mtf_switch.corpora.default_corpus`).  It prints
+--mesh_shape and --layout (default: one device), the data from a seqio task
+(default: T5's span corruption on the offline default corpus,
+`mtf_switch.corpora.default_corpus`).  It prints
 progress and per-layer routing metrics, writes TensorBoard summaries and
 checkpoints to --model_dir, resumes from the last checkpoint there, and ends
 with the validation split's negative log perplexity (and, with --metrics,
