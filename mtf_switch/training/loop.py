@@ -173,7 +173,7 @@ def train(sess, step_graph, batches, steps, actions=()):
 
   A step fetches its loss and `GUARD_SCALARS`; the routing metrics and the
   other scalars only when an action that reads them is due (fetching them
-  every step cost 1.5-3 ms of a 30-110 ms step: benchmarks/peer_hf.py).
+  every step cost 0.5-3.6 ms of a 30-110 ms step: benchmarks/peer_hf.py).
 
   Args:
     sess: tf.Session of step_graph, initialized or restored.
