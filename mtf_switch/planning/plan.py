@@ -25,10 +25,10 @@ how much of the step's work the layout repeats on several cores (an
 operation none of whose tensors is split over a mesh axis runs whole on
 every core of it), and the bytes each core sends in all-to-alls (reshapes
 that move a split from one tensor dimension to another, e.g. from groups to
-experts: forward and backward, and the recomputed forward).  The step time is a lower bound:
-the FLOPs of `mtf_switch.planning.model_size` (x3 for forward and backward, x4 with
-rematerialization) at the chip's peak rate, plus the all-to-alls at the
-slice's bisection bandwidth, without overlap.
+experts: forward and backward, and the recomputed forward).  The step time
+is a lower bound: the FLOPs of `mtf_switch.planning.model_size` (x3 for
+forward and backward, x4 with rematerialization) at the chip's peak rate,
+plus the all-to-alls at the slice's bisection bandwidth, without overlap.
 """
 import collections
 import re
