@@ -4,15 +4,16 @@ Per model, over its seeds: the final validation loss (mean and standard
 deviation) and, against the study's baseline, the steps after which the
 model's mean curve reaches the baseline's final mean validation loss
 (linear interpolation between evaluations) with the speed-up they give;
-along the study's ladder, each model against the one before it.
+along the study's ladder, each model against the one before it.  A
+difference counts as clear when it is larger than twice the larger of the
+two seed standard deviations (and is not judged with fewer than two seeds
+on either side).
 
 No wall-time speed-up: a study's runs are timed one after another, under
 whatever else the machine is doing then, so their seconds do not compare
-(issue 29: a capacity study's Switch came out 2.4x faster in time than its
+(the capacity study's Switch once came out 2.4x faster in time than its
 dense twin from runs timed at different loads).  Step times side by side
-come from `benchmarks/study_step_time.py`, which the table's note names.  A difference counts as clear when it is
-larger than twice the larger of the two seed standard deviations (and is
-not judged with fewer than two seeds on either side).
+come from `benchmarks/study_step_time.py`, which the table's note names.
 """
 import csv
 import os

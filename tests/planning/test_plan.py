@@ -170,7 +170,8 @@ def test_estimate_is_within_a_quarter_of_this_cpus_measured_memory():
   # benchmarks/plan_memory.py trains the main job's model in a process of
   # its own and reports its resident memory's growth over the steps.
   output = subprocess.run(
-      [sys.executable, os.path.join(helpers.REPO, "benchmarks", "plan_memory.py"),
+      [sys.executable,
+       os.path.join(helpers.REPO, "benchmarks", "plan_memory.py"),
        "--child", "measure:64"], capture_output=True, text=True, check=True,
       cwd=helpers.REPO).stdout
   measured = json.loads(output.split("RESULT ", 1)[1])["measured_bytes"]
