@@ -340,9 +340,9 @@ def _tf_items(specs):
   """mtf_switch step graphs and the seqio pipeline.
 
   Each spec: {"what": "main_job" | "fed" | "fed_all" | "train_op" |
-  "empty_run" | "seqio_next", "shapes", "model", "mesh_shape", "layout", "bindings",
-  "config"}.  Specs of one graph share it, and of one session config its
-  session.
+  "empty_run" | "seqio_next", "shapes", "model", "mesh_shape", "layout",
+  "bindings", "config"}.  Specs of one graph share it, and of one session
+  config its session.
   """
   import functools  # pylint: disable=g-import-not-at-top
   from mtf_switch.t5 import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
@@ -419,13 +419,8 @@ def _tf_items(specs):
     else:
       # loop.train's fetches (on a step that logs nothing, or on one that
       # logs), or the train op alone.
-      fetches = {
-          "fed": {"loss": graph.loss, "train_op": graph.train_op,
-                  "scalars": {k: v for k, v in graph.scalars.items()
-                              if k in loop.GUARD_SCALARS}},
-          "fed_all": {"loss": graph.loss, "metrics": graph.metrics,
-                      "scalars": graph.scalars, "train_op": graph.train_op},
-      }.get(what, graph.train_op)
+      fetches = (loop.step_fetches(graph, what == "fed_all")
+                 if what in ("fed", "fed_all") else graph.train_op)
       cursor = [0]
 
       def run(steps, sess=sess, graph=graph, fetches=fetches, cursor=cursor):

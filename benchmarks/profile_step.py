@@ -85,7 +85,6 @@ def category(node_name, matmuls):
     if _ROUTER_OPS.match(inner):
       return "routing", phase
     if (_EXPERT_OPS.match(inner)
-        or node_name.split("/parallel_")[0] in matmuls
         or any(node_name.startswith(m + "/") for m in matmuls)):
       return "experts", phase
     return "dispatch", phase

@@ -236,13 +236,18 @@ def all_to_all_bytes(mesh_impl, forward):
     after = mesh_impl.tensor_layout(op.outputs[0]).tensor_axis_to_mesh_axis
     moved = _split_dims(op.inputs[0].shape, before) ^ _split_dims(
         op.outputs[0].shape, after)
-    axes = {axis for _, axis in moved}
-    n = 1
-    for axis in axes:
-      n *= mesh_impl.shape.dims[axis].size
+    n = _cores_along(mesh_impl, {axis for _, axis in moved})
     if n > 1:
       sent += _bytes(mesh_impl, op.outputs[0]) * (n - 1) / n
   return sent
+
+
+def _cores_along(mesh_impl, axes):
+  """How many cores the mesh axes (indices) span together."""
+  n = 1
+  for axis in axes:
+    n *= mesh_impl.shape.dims[axis].size
+  return n
 
 
 def _split_dims(shape, tensor_axis_to_mesh_axis):
@@ -257,25 +262,18 @@ def _work(op):
   tensor's size (one operation an element)."""
   tensors = list(op.inputs) + list(op.outputs)
   if isinstance(op, mtf.EinsumOperation):
-    dims = {d.name: d.size for t in tensors for d in t.shape.dims}
-    work = 1
-    for size in dims.values():
-      work *= size
-    return work
+    dims = {d.name: d for t in tensors for d in t.shape.dims}
+    return mtf.Shape(list(dims.values())).size
   return max(t.shape.size for t in tensors)
 
 
 def _copies(mesh_impl, op):
   """On how many cores the operation's work is repeated: the mesh's size
   over the cores its tensors' splits tell apart."""
-  axes = set()
-  for t in list(op.inputs) + list(op.outputs):
-    axes.update(a for a in mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis
-                if a is not None)
-  split = 1
-  for axis in axes:
-    split *= mesh_impl.shape.dims[axis].size
-  return mesh_impl.shape.size // split
+  axes = {axis for t in list(op.inputs) + list(op.outputs)
+          for _, axis in _split_dims(
+              t.shape, mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis)}
+  return mesh_impl.shape.size // _cores_along(mesh_impl, axes)
 
 
 # Above this, a layout repeats work it could split.  Below it are the repeats

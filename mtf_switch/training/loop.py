@@ -168,6 +168,19 @@ class SaveCheckpoint(Action):
 GUARD_SCALARS = ("gradient_norm", "nonfinite_step_skipped")
 
 
+def step_fetches(step_graph, all_values):
+  """What `train` fetches for a step: the train op, the loss and
+  `GUARD_SCALARS`, and with `all_values` the routing metrics and every
+  scalar."""
+  if all_values:
+    return {"loss": step_graph.loss, "train_op": step_graph.train_op,
+            "metrics": step_graph.metrics, "scalars": step_graph.scalars}
+  return {"loss": step_graph.loss, "train_op": step_graph.train_op,
+          "metrics": {}, "scalars": {
+              k: v for k, v in step_graph.scalars.items()
+              if k in GUARD_SCALARS}}
+
+
 def train(sess, step_graph, batches, steps, actions=()):
   """Trains until the global step reaches `steps`.
 
@@ -186,20 +199,16 @@ def train(sess, step_graph, batches, steps, actions=()):
   Returns:
     list of (step, loss) of the steps run now.
   """
-  every_step = {"loss": step_graph.loss, "train_op": step_graph.train_op,
-                "metrics": {}, "scalars": {
-                    k: v for k, v in step_graph.scalars.items()
-                    if k in GUARD_SCALARS}}
-  all_values = dict(every_step, metrics=step_graph.metrics,
-                    scalars=step_graph.scalars)
+  fetches = {all_values: step_fetches(step_graph, all_values)
+             for all_values in (False, True)}
   step = int(sess.run(step_graph.global_step))
   history = []
   while step < steps:
     batch = next(batches)
-    fetches = (all_values if any(a.needs_all_values(step + 1)
-                                 for a in actions) else every_step)
-    values = sess.run(fetches, {step_graph.inputs: batch["inputs"],
-                                step_graph.targets: batch["targets"]})
+    all_values = any(a.needs_all_values(step + 1) for a in actions)
+    values = sess.run(fetches[all_values],
+                      {step_graph.inputs: batch["inputs"],
+                       step_graph.targets: batch["targets"]})
     step += 1
     history.append((step, float(values["loss"])))
     for action in actions:

@@ -45,8 +45,7 @@ def test_summary_speedups_against_the_baseline():
   assert dense["step_speedup"] == 1.0
   assert switch["delta_vs_baseline"] == pytest.approx(-0.6)
   assert switch["clear"]  # 0.6 > 2 * max(0.0, 0.1)
-  # Switch reaches 3.1 at step 200 (3.1 exactly): 400 / 200 = 2x in steps;
-  # in time 300 s against dense's 400 s.
+  # Switch reaches 3.1 at step 200 (3.1 exactly): 400 / 200 = 2x in steps.
   assert switch["steps_to_baseline"] == 200
   assert switch["step_speedup"] == 2.0
   # Its runs' seconds (1.5 s a step against dense's 1.0) were not timed
