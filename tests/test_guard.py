@@ -88,8 +88,10 @@ def _train_w(optimizer_class, xs, mesh_shape="", layout=""):
     updates = optimizer_class(learning_rate=0.1).apply_grads(
         [grad], [w.operation])
     lowering = helpers.mesh_lib.lower(graph, mesh, mesh_shape, layout)
-    train_op = tf.group([lowering.lowered_operation(op) for op in updates] +
-                        [tf.assign_add(global_step, 1)])
+    # The step moves on after the updates that read it, as in step.py.
+    with tf.control_dependencies(
+        [lowering.lowered_operation(op) for op in updates]):
+      train_op = tf.assign_add(global_step, 1).op
     summaries = {name.split("/")[-1]: value for name, value in
                  tf.get_collection(mtf.utils.SCALAR_SUMMARIES_COLLECTION_KEY)}
     masters = {v.name: v.get_master() for v in graph.all_variables}

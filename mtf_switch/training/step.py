@@ -166,9 +166,13 @@ def build_step_graph(model, batch_size, input_length, target_length,
     tf_loss = lowering.export_to_tf_tensor(loss)
     train_op = None
     if train:
-      train_op = tf.group(
-          [lowering.lowered_operation(op) for op in update_ops] +
-          [tf.assign_add(global_step, 1)])
+      # The updates read the global step (Adafactor's decay, the learning
+      # rate schedule): it moves on only after them.  Grouped with them, as
+      # mesh-tensorflow's utils.run does, the increment could run first and
+      # make a step's update depend on the threads' order.
+      with tf.control_dependencies(
+          [lowering.lowered_operation(op) for op in update_ops]):
+        train_op = tf.assign_add(global_step, 1).op
     scalars = dict(
         tf.get_collection(mtf.utils.SCALAR_SUMMARIES_COLLECTION_KEY),
         loss=tf_loss)
