@@ -74,7 +74,8 @@ Plan = collections.namedtuple("Plan", [
     "cores", "param_bytes", "grad_bytes", "slot_bytes", "activation_bytes",
     "remat_activation_bytes", "recompute_grads", "expert_buffer_bytes",
     "all_to_all_bytes", "flops_per_core", "size", "split_hint",
-    "dropless_row_bytes", "work_ratio", "replicated_fraction"])
+    "dropless_row_bytes", "work_ratio", "replicated_fraction",
+    "allreduce_bytes"])
 Plan.__doc__ = """What `plan` finds; bytes and FLOPs are per core and step.
 
 Attributes:
@@ -99,6 +100,9 @@ Attributes:
     done once (1.0: nothing computed twice; see `replicated_work`).
   replicated_fraction: the share of the step's work done on more than one
     core.
+  allreduce_bytes: bytes one core sends in all-reduces (the gradients of
+    weights a data-parallel layout holds whole, sums over split
+    dimensions); see `allreduce_bytes`.
 """
 
 
@@ -239,6 +243,34 @@ def all_to_all_bytes(mesh_impl, forward):
     n = _cores_along(mesh_impl, {axis for _, axis in moved})
     if n > 1:
       sent += _bytes(mesh_impl, op.outputs[0]) * (n - 1) / n
+  return sent
+
+
+def allreduce_bytes(mesh_impl, operations):
+  """Per-core bytes sent by the step's all-reduces.
+
+  An einsum or a reduction that sums away a dimension split over mesh axes
+  leaves each core a partial sum, which mesh-tensorflow all-reduces over
+  those axes (`_reduce_helper`; the gradient of a weight held whole on
+  each data-parallel core is one).  A ring all-reduce over n cores sends
+  2 (n - 1) / n of the result from each core.  mesh-tensorflow delays a
+  sum's all-reduce past additions of such sums (`LazyAllreduceSum`),
+  which can merge two into one: this counts each.
+  """
+  sent = 0.0
+  for op in operations:
+    if not isinstance(op, (mtf.EinsumOperation, mtf.ReduceOperation)):
+      continue
+    output = op.outputs[0]
+    kept = set(output.shape.dimension_names)
+    axes = set()
+    for t in op.inputs:
+      layout = mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis
+      axes |= {axis for name, axis in _split_dims(t.shape, layout)
+               if name not in kept}
+    n = _cores_along(mesh_impl, axes)
+    if n > 1:
+      sent += _bytes(mesh_impl, output) * 2 * (n - 1) / n
   return sent
 
 
@@ -410,7 +442,8 @@ def plan(batch_size, input_length, target_length, vocab_size=32128,
               recompute, expert_buffer_bytes(mesh_impl, saved),
               passes * sent_forward, flops, size, hint,
               dropless_row_bytes(mesh_impl, forward),
-              *replicated_work(mesh_impl, operations))
+              *replicated_work(mesh_impl, operations),
+              allreduce_bytes(mesh_impl, operations))
 
 
 def bisection_bytes_per_s(chip, num_chips):
@@ -473,6 +506,7 @@ def report(p, chip_name, out=None):
   lines += [
       "  total:                     %s" % gib(total_bytes(p)),
       "all-to-all sent per core and step: %s" % gib(p.all_to_all_bytes),
+      "all-reduce sent per core and step: %s" % gib(p.allreduce_bytes),
       "computed more than once: %.1f%% of the step's work (all cores do "
       "%.2fx the work of one copy)%s" % (
           100 * p.replicated_fraction, p.work_ratio,

@@ -27,6 +27,8 @@ import mtf_switch  # noqa: F401  (gin search path)
 from mtf_switch import cli
 from mtf_switch.studies import report
 from mtf_switch.studies import study as study_lib
+from mtf_switch.training import cluster
+from mtf_switch.training import mesh as mesh_lib
 
 
 def load_study(study_file, quick):
@@ -53,11 +55,26 @@ def main(argv=None):
                       help="checkpoints of unfinished runs")
   parser.add_argument("--quick", action="store_true",
                       help="one seed, 20 steps: a few minutes")
+  parser.add_argument("--mesh_shape", default="",
+                      help="mesh of each run, e.g. batch:2 (default: one "
+                           "device); changes where runs compute, not their "
+                           "curves")
+  parser.add_argument("--layout", default="",
+                      help="layout rules, e.g. batch:batch;experts:batch")
+  cluster.add_flags(parser)
   parser.add_argument("--run", help=argparse.SUPPRESS)  # MODEL:SEED (child)
   args = parser.parse_args(argv)
   tf.disable_eager_execution()
   with cli.refusals(parser, "--study %s" % args.study):
     study = load_study(args.study, args.quick)
+  with cli.refusals(parser):
+    mesh_shape, _ = mesh_lib.parse_mesh(args.mesh_shape, args.layout)
+  try:
+    with cli.refusals(parser, "--cluster %s" % args.cluster):
+      mesh_devices = cluster.mesh_devices(args.cluster, mesh_shape,
+                                         args.cluster_device)
+  except cluster.TaskLostError as e:
+    sys.exit(str(e))
   work_dir = os.path.join(args.work_dir, "quick" if args.quick else "",
                           study.name)
   results_dir = (os.path.join(work_dir, "results") if args.quick else
@@ -65,7 +82,11 @@ def main(argv=None):
                                                   study.name))
   if args.run:
     model, seed = args.run.rsplit(":", 1)
-    study_lib.run(study, model, int(seed), work_dir, results_dir, sys.stdout)
+    try:
+      study_lib.run(study, model, int(seed), work_dir, results_dir,
+                    sys.stdout, args.mesh_shape, args.layout, mesh_devices)
+    except cluster.TaskLostError as e:
+      sys.exit("run %s stopped: %s" % (args.run, e))
     return
   # In this process: a run's child would fail with a traceback.
   with cli.refusals(parser, "--study %s" % args.study):
@@ -106,6 +127,9 @@ def _run_child(args, results_dir, model, seed):
              results_dir, "--run", "%s:%d" % (model, seed)]
   if args.quick:
     command.append("--quick")
+  command += ["--mesh_shape", args.mesh_shape, "--layout", args.layout,
+              "--cluster", args.cluster, "--cluster_device",
+              args.cluster_device]
   if subprocess.run(command).returncode:
     sys.exit("run %s failed; see its output above"
              % study_lib.run_name(model, seed))

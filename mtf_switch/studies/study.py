@@ -34,6 +34,7 @@ from mtf_switch import cli
 from mtf_switch import distillation
 from mtf_switch import models as models_lib
 from mtf_switch.training import checkpoints
+from mtf_switch.training import cluster
 from mtf_switch.training import data
 from mtf_switch.training import loop
 from mtf_switch.training import step as step_lib
@@ -366,12 +367,15 @@ class RecordCurve(loop.Action):
              self._train_seconds), file=self.out, flush=True)
 
 
-def run(study, model, seed, work_dir, results_dir, out):
+def run(study, model, seed, work_dir, results_dir, out, mesh_shape="",
+        layout="", mesh_devices=None):
   """Trains one (model, seed) of the study, resuming from work_dir, and
   writes its finished curve to results_dir.
 
   Gin must hold nothing but what this run parses (call in a fresh process
-  or after gin.clear_config()).
+  or after gin.clear_config()).  The mesh (one device by default; the
+  devices of a cluster's tasks, see mtf_switch.training.cluster) changes
+  where the run computes, not its curve.
 
   Returns:
     the curve's rows.
@@ -381,7 +385,7 @@ def run(study, model, seed, work_dir, results_dir, out):
   parse_model_config(study.models[model])
   partial_path = os.path.join(run_dir, "curve.csv")
   vocab_size = data.vocab_size(study.task)
-  model_obj = models_lib.make_model(vocab_size)
+  model_obj = models_lib.make_model(vocab_size, mesh_shape, layout)
   teacher_checkpoint = None
   if model in study.teachers:
     model_obj = distillation.Distillation(model_obj)
@@ -394,12 +398,15 @@ def run(study, model, seed, work_dir, results_dir, out):
                                       work_dir))
   lengths = (study.batch_size,) + data.step_lengths(
       study.task, study.input_length, study.target_length)
+  mesh = dict(mesh_shape=mesh_shape, layout=layout,
+              mesh_devices=mesh_devices)
   train_graph = step_lib.build_step_graph(
       model_obj, *lengths, seed=seed, max_to_keep=1,
       make_optimizer=lambda: mtf.optimize.AdafactorOptimizer(
-          learning_rate=study.learning_rate_at(tf.train.get_global_step())))
+          learning_rate=study.learning_rate_at(tf.train.get_global_step())),
+      **mesh)
   eval_graph = step_lib.build_step_graph(model_obj, *lengths, train=False,
-                                         seed=seed)
+                                         seed=seed, **mesh)
   # One data seed for every model: the same batches for all models of a
   # seed (the run's graph seed, current when the training batches are
   # made, also sets their order; the evaluation batches are the same for
@@ -410,7 +417,7 @@ def run(study, model, seed, work_dir, results_dir, out):
       study.task, "validation", *lengths, repeat=False, **shuffled),
                                        study.eval_batches))
   sess, checkpoint = checkpoints.start_session(train_graph, run_dir)
-  with sess:
+  with sess, cluster.lost_tasks(run_dir):
     done = int(sess.run(train_graph.global_step))
     # Rows past the checkpoint belong to steps that will run again.
     rows = ([r for r in read_curve(partial_path) if r["step"] <= done]

@@ -13,6 +13,7 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
+from mtf_switch.training import cluster
 from mtf_switch.training import mesh as mesh_lib
 
 
@@ -40,8 +41,11 @@ def start_session(step_graph, model_dir, out=sys.stderr):
 
   Raises:
     ValueError: naming them, if model_dir has checkpoints and none reads.
+    cluster.TaskLostError: naming a cluster task of the graph that does
+      not answer.
   """
-  sess = tf.Session(graph=step_graph.graph,
+  target, _ = cluster.session_target(step_graph.graph)
+  sess = tf.Session(target, graph=step_graph.graph,
                     config=mesh_lib.session_config(step_graph.graph))
   candidates = _newest_first(model_dir)
   if not candidates:

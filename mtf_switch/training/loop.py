@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from mtf_switch.training import checkpoints
+from mtf_switch.training import cluster
 from mtf_switch.training import data
 from mtf_switch.training import reporting
 from mtf_switch.training import step as step_lib
@@ -301,13 +302,18 @@ class TaskTraining:
 
     Returns:
       list of (step, loss) of the steps run now.
+
+    Raises:
+      checkpoints.NonFiniteError: as StopOnNonFinite and checkpoints.save.
+      cluster.TaskLostError: naming a cluster task that stopped answering
+        (the checkpoints written before stay the latest).
     """
     model_dir, step_graph = self.model_dir, self.step_graph
     first_step = self.first_step
     tf.io.gfile.makedirs(model_dir)
     data.write_vocabulary_record(model_dir, self.task_name)
     write_operative_config(model_dir)
-    with self.sess as sess:
+    with self.sess as sess, cluster.lost_tasks(model_dir):
       if self.checkpoint:
         print("resuming from %s (step %d)" % (self.checkpoint, first_step),
               file=out)
@@ -319,14 +325,20 @@ class TaskTraining:
       batches = data.task_batches(self.task_name, "train", self.batch_size,
                                   self.input_length, self.target_length,
                                   skip_batches=first_step)
-      tokens_per_step = self.batch_size * (self.input_length +
-                                           self.target_length)
-      actions = [
-          StopOnNonFinite(steps, model_dir, max_skips_in_a_row, out),
-          ConsoleReport(log_every, steps, tokens_per_step, first_step, out),
-          WriteSummaries(log_every, steps, model_dir),
-          SaveCheckpoint(save_every, steps, step_graph, model_dir, out)]
-      return train(sess, step_graph, batches, steps, actions)
+      return train(sess, step_graph, batches, steps, self.actions(
+          steps, log_every, save_every, max_skips_in_a_row, out))
+
+  def actions(self, steps, log_every, save_every, max_skips_in_a_row, out):
+    """The actions after each step, in order (a subclass adds its own)."""
+    tokens_per_step = self.batch_size * (self.input_length +
+                                         self.target_length)
+    return [
+        StopOnNonFinite(steps, self.model_dir, max_skips_in_a_row, out),
+        ConsoleReport(log_every, steps, tokens_per_step, self.first_step,
+                      out),
+        WriteSummaries(log_every, steps, self.model_dir),
+        SaveCheckpoint(save_every, steps, self.step_graph, self.model_dir,
+                       out)]
 
 
 def write_operative_config(model_dir):
@@ -369,7 +381,7 @@ def evaluate_task(model, model_dir, task_name, batch_size, input_length,
       model, batch_size, input_length, target_length, mesh_shape, layout,
       train=False, mesh_devices=mesh_devices)
   sess, _ = checkpoints.start_session(step_graph, model_dir)
-  with sess:
+  with sess, cluster.lost_tasks(model_dir):
     return log_likelihood(
         sess, step_graph,
         data.task_batches(task_name, "validation", batch_size, input_length,

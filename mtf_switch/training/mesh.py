@@ -1,10 +1,13 @@
 """Mesh-TensorFlow meshes on this host (its CPU, or the devices named per
-mesh position), and lowering onto them."""
+mesh position) or on a cluster's tasks (`cluster`), and lowering onto
+them."""
 import zlib
 
 import gin
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
+
+from mtf_switch.training import cluster
 
 
 class ReproducibleMeshImpl(mtf.placement_mesh_impl.PlacementMeshImpl):
@@ -190,8 +193,11 @@ def local_devices(count=gin.REQUIRED):
 def session_config(graph):
   """A session config with as many CPU devices as `graph` places ops on
   (virtual CPU devices: a multi-device mesh on one host's CPU), or None
-  when it names at most one.  Soft placement stays off: an op placed on a
-  missing device fails, named."""
+  when it names at most one; on a cluster, `cluster.session_config()`.
+  Soft placement stays off: an op placed on a missing device fails,
+  named."""
+  if cluster.graph_tasks(graph):
+    return cluster.session_config()
   cpus = {op.device.rsplit(":", 1)[1] for op in graph.get_operations()
           if "/device:CPU:" in op.device}
   count = max((int(i) + 1 for i in cpus), default=0)

@@ -27,6 +27,7 @@ from mtf_switch import distillation
 from mtf_switch import guard
 from mtf_switch import models
 from mtf_switch.training import checkpoints
+from mtf_switch.training import cluster
 from mtf_switch.training import data
 from mtf_switch.training import decode
 from mtf_switch.training import loop
@@ -62,6 +63,7 @@ def make_parser():
                       help="a device per mesh position, e.g. gpu:0,gpu:1 "
                            "(cpu:0,cpu:1,... makes virtual CPU devices); "
                            "default: every slice on the default device")
+  cluster.add_flags(parser)
   parser.add_argument("--log_every", type=cli.positive_int, default=25)
   parser.add_argument("--save_every", type=cli.positive_int, default=100)
   parser.add_argument("--init_checkpoint", default=None,
@@ -104,16 +106,23 @@ def main(argv=None):
   if args.metric_batches is not None and not args.metrics:
     parser.error("--metric_batches %d limits the decodes of --metrics: give "
                  "--metrics too, or leave it out" % args.metric_batches)
-  with cli.refusals(parser):
-    job, student, run = _set_up(parser, args)
+  if args.cluster and args.mesh_devices:
+    parser.error("give --cluster (the mesh on its tasks) or --mesh_devices "
+                 "(on this machine's devices), not both")
+  if args.cluster_device != "cpu" and not args.cluster:
+    parser.error("--cluster_device %s places a cluster's mesh: give "
+                 "--cluster too, or leave it out" % args.cluster_device)
   try:
+    with cli.refusals(parser):
+      job, student, run = _set_up(parser, args)
     job.train(args.steps, log_every=args.log_every,
               save_every=args.save_every,
               max_skips_in_a_row=args.skip_nonfinite_steps)
-  except checkpoints.NonFiniteError as e:
+    print("validation neg. log perplexity after %d steps: %.4f"
+          % (args.steps, loop.evaluate_task(job.model, args.model_dir,
+                                            **run)))
+  except (checkpoints.NonFiniteError, cluster.TaskLostError) as e:
     sys.exit("training stopped: %s" % e)
-  print("validation neg. log perplexity after %d steps: %.4f"
-        % (args.steps, loop.evaluate_task(job.model, args.model_dir, **run)))
   if args.metrics:
     run.pop("task_name")
     scores = decode.task_metrics(student, args.model_dir, args.task,
@@ -134,11 +143,15 @@ def _set_up(parser, args):
     ValueError: naming a bad value (the library's checks; the caller
       refuses it as argparse does, `cli.refusals`).
   """
-  mesh_lib.parse_mesh(args.mesh_shape, args.layout)
+  mesh_shape, _ = mesh_lib.parse_mesh(args.mesh_shape, args.layout)
   with cli.refusals(parser, "--mesh_devices=%s" % args.mesh_devices):
     mesh_devices = mesh_lib.parse_devices(args.mesh_devices)
     if mesh_devices:
       mesh_lib.check_devices(mesh_devices, args.mesh_shape)
+  with cli.refusals(parser, "--cluster %s" % args.cluster):
+    mesh_devices = (cluster.mesh_devices(args.cluster, mesh_shape,
+                                         args.cluster_device)
+                    or mesh_devices)
   step.check_shape(args.batch_size, args.input_length, args.target_length)
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(args.task)
@@ -155,9 +168,10 @@ def _set_up(parser, args):
     print("distilling %s into its dense twin (fraction soft %g)"
           % (args.distill_from, model.fraction_soft))
   init_checkpoint = args.init_checkpoint or args.distill_from
-  print("training %s on %s for %d steps, mesh %s, in %s" % (
+  print("training %s on %s for %d steps, mesh %s%s, in %s" % (
       " + ".join(gin_files), args.task, args.steps,
       repr(args.mesh_shape) if args.mesh_shape else "of one device",
+      " on cluster %s" % args.cluster if args.cluster else "",
       args.model_dir))
   input_length, target_length = data.step_lengths(
       args.task, args.input_length, args.target_length)

@@ -246,6 +246,36 @@ def test_replicated_work_equals_a_hand_count():
       pytest.approx((2 * 512 + 4 * 128) / 640), 1.0)
 
 
+def _gradient_and_sum_allreduce(mesh_shape, layout):
+  """dw = x[batch 4, d 8]^T @ g[batch, ff 16] (float32 [d, ff], 512 bytes)
+  and the sum of g over batch ([ff], 64 bytes): both sum away batch."""
+  mesh_impl = mesh_lib.cpu_mesh_impl(mesh_shape, layout)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  batch, d, ff = (mtf.Dimension("batch", 4), mtf.Dimension("d_model", 8),
+                  mtf.Dimension("d_ff", 16))
+  x, g = mtf.zeros(mesh, [batch, d]), mtf.zeros(mesh, [batch, ff])
+  first = len(graph.operations)
+  mtf.einsum([x, g], output_shape=[d, ff])
+  mtf.reduce_sum(g, output_shape=[ff])
+  return plan.allreduce_bytes(mesh_impl, graph.operations[first:])
+
+
+def test_allreduce_bytes_equal_a_hand_count():
+  assert _gradient_and_sum_allreduce("", "") == 0
+  # A ring over n cores sends 2 (n - 1) / n of each summed result.
+  assert _gradient_and_sum_allreduce("batch:2", "batch:batch") == 512 + 64
+  assert _gradient_and_sum_allreduce("batch:4", "batch:batch") == (
+      (512 + 64) * 2 * 3 / 4)
+  # Split over d_ff instead, nothing is summed across cores; the batch
+  # axis unused: nothing either.
+  assert _gradient_and_sum_allreduce("model:2", "d_ff:model") == 0
+  # On 2 x 2, batch over one axis and d_ff over the other: rings of 2
+  # cores over slices of half the size.
+  assert _gradient_and_sum_allreduce(
+      "batch:2,model:2", "batch:batch;d_ff:model") == (512 + 64) / 2
+
+
 def _main_job_plan(mesh_shape, layout):
   """The main job's model and batch (its defaults) on a mesh."""
   defaults = train.make_parser().parse_args([])
