@@ -251,27 +251,71 @@ def allreduce_bytes(mesh_impl, operations):
 
   An einsum or a reduction that sums away a dimension split over mesh axes
   leaves each core a partial sum, which mesh-tensorflow all-reduces over
-  those axes (`_reduce_helper`; the gradient of a weight held whole on
-  each data-parallel core is one).  A ring all-reduce over n cores sends
-  2 (n - 1) / n of the result from each core.  mesh-tensorflow delays a
-  sum's all-reduce past additions of such sums (`LazyAllreduceSum`),
-  which can merge two into one: this counts each.
+  those axes (the gradient of a weight held whole on each data-parallel
+  core is one).  It does so lazily (`LazyAllreduceSum`): partial sums
+  added together, or reshaped, stay partial, and the sum is all-reduced
+  once, where something else reads it (so a shared embedding's gradients
+  from its three uses are all-reduced once).  A ring all-reduce over n
+  cores sends 2 (n - 1) / n of the result from each core.
+
+  Args:
+    mesh_impl: the layout's mtf.MeshImpl.
+    operations: the step's mtf operations, in graph order.
+
+  Returns:
+    float, bytes.
   """
+  pending = {}  # partial sums not yet all-reduced: tensor -> mesh axes
   sent = 0.0
+
+  def reduce(tensor, axes):
+    return _bytes(mesh_impl, tensor) * 2 * (
+        _cores_along(mesh_impl, axes) - 1) / _cores_along(mesh_impl, axes)
+
   for op in operations:
-    if not isinstance(op, (mtf.EinsumOperation, mtf.ReduceOperation)):
+    ins = [pending.get(t) for t in op.inputs]
+    # mesh-tensorflow's slicewise_delay_allreduce: same-shape additions
+    # of partial sums over the same axes, and reshapes of one.
+    if (ins and all(ins) and len(set(ins)) == 1
+        and _keeps_partial_sums(mesh_impl, op)):
+      pending[op.outputs[0]] = ins[0]
       continue
-    output = op.outputs[0]
-    kept = set(output.shape.dimension_names)
-    axes = set()
     for t in op.inputs:
-      layout = mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis
-      axes |= {axis for name, axis in _split_dims(t.shape, layout)
-               if name not in kept}
-    n = _cores_along(mesh_impl, axes)
-    if n > 1:
-      sent += _bytes(mesh_impl, output) * 2 * (n - 1) / n
+      if t in pending:
+        sent += reduce(t, pending.pop(t))
+    axes = _summed_axes(mesh_impl, op)
+    if axes and getattr(op, "_reduction_fn_string", "SUM") == "SUM":
+      pending[op.outputs[0]] = axes
+    elif axes:
+      sent += reduce(op.outputs[0], axes)
   return sent
+
+
+def _keeps_partial_sums(mesh_impl, op):
+  """Whether an op of partial sums leaves them partial (mtf lowers it
+  slicewise on them, `slicewise_delay_allreduce`)."""
+  if isinstance(op, mtf.AddOperation):
+    return all(t.shape == op.outputs[0].shape for t in op.inputs)
+  if isinstance(op, mtf.ReshapeOperation):
+    before = mesh_impl.tensor_layout(op.inputs[0]).tensor_axis_to_mesh_axis
+    after = mesh_impl.tensor_layout(op.outputs[0]).tensor_axis_to_mesh_axis
+    return not (_split_dims(op.inputs[0].shape, before) ^
+                _split_dims(op.outputs[0].shape, after))
+  return False
+
+
+def _summed_axes(mesh_impl, op):
+  """The mesh axes an einsum or reduction sums over (those of its inputs'
+  split dimensions that its output lacks), as a frozenset."""
+  if not isinstance(op, (mtf.EinsumOperation, mtf.ReduceOperation)):
+    return frozenset()
+  kept = set(op.outputs[0].shape.dimension_names)
+  axes = set()
+  for t in op.inputs:
+    layout = mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis
+    axes |= {axis for name, axis in _split_dims(t.shape, layout)
+             if name not in kept}
+  return frozenset(axes)
 
 
 def _cores_along(mesh_impl, axes):

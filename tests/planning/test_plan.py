@@ -246,9 +246,11 @@ def test_replicated_work_equals_a_hand_count():
       pytest.approx((2 * 512 + 4 * 128) / 640), 1.0)
 
 
-def _gradient_and_sum_allreduce(mesh_shape, layout):
+def _gradient_and_sum_allreduce(mesh_shape, layout, uses=1):
   """dw = x[batch 4, d 8]^T @ g[batch, ff 16] (float32 [d, ff], 512 bytes)
-  and the sum of g over batch ([ff], 64 bytes): both sum away batch."""
+  and the sum of g over batch ([ff], 64 bytes): both sum away batch, then
+  something reads them.  With uses=2, dw is the sum of two such einsums
+  (a weight used twice, as a shared embedding is)."""
   mesh_impl = mesh_lib.cpu_mesh_impl(mesh_shape, layout)
   graph = mtf.Graph()
   mesh = mtf.Mesh(graph, "mesh")
@@ -256,8 +258,10 @@ def _gradient_and_sum_allreduce(mesh_shape, layout):
                   mtf.Dimension("d_ff", 16))
   x, g = mtf.zeros(mesh, [batch, d]), mtf.zeros(mesh, [batch, ff])
   first = len(graph.operations)
-  mtf.einsum([x, g], output_shape=[d, ff])
-  mtf.reduce_sum(g, output_shape=[ff])
+  dw = mtf.add_n([mtf.einsum([x, g], output_shape=[d, ff])
+                  for _ in range(uses)])
+  total = mtf.reduce_sum(g, output_shape=[ff])
+  dw * 2.0, total * 2.0  # pylint: disable=pointless-statement
   return plan.allreduce_bytes(mesh_impl, graph.operations[first:])
 
 
@@ -274,6 +278,12 @@ def test_allreduce_bytes_equal_a_hand_count():
   # cores over slices of half the size.
   assert _gradient_and_sum_allreduce(
       "batch:2,model:2", "batch:batch;d_ff:model") == (512 + 64) / 2
+
+
+def test_partial_sums_added_together_are_all_reduced_once():
+  # mesh-tensorflow adds the two partial dw before its one all-reduce.
+  assert _gradient_and_sum_allreduce("batch:2", "batch:batch",
+                                     uses=2) == 512 + 64
 
 
 def _main_job_plan(mesh_shape, layout):
