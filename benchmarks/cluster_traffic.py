@@ -143,7 +143,8 @@ def main(argv=None):
     name, mesh, layout, processes = run
     all_to_all, allreduce = planned_bytes(mesh, layout, shape)
     rows.append(dict(
-        layout=name, mesh=mesh or "-", processes=processes,
+        layout=name, mesh=mesh or "-",
+        positions=mesh_lib.parse_mesh(mesh)[0].size, processes=processes,
         steps_per_s=round(statistics.mean(rates[run]), 2),
         runs=" ".join("%.2f" % x for x in rates[run]),
         measured_bytes=sent[run],
@@ -172,7 +173,8 @@ def write(rows, shape, args):
         "rounds of %d timed steps.  Sent: KiB received by one process from "
         "another in a traced step; planned: the planner's all-to-all + "
         "all-reduce KiB of all cores (sent between processes when each "
-        "position has a process of its own).\n\n"
+        "position has a process of its own; with fewer processes, some of "
+        "it stays inside one).\n\n"
         "| layout | mesh | processes | steps/s | each round | sent KiB | "
         "planned KiB (all-to-all + all-reduce) | sent / planned |\n"
         "|---|---|---|---|---|---|---|---|\n" % (
@@ -188,7 +190,7 @@ def write(rows, shape, args):
           kib(row["planned_all_to_all_bytes"]),
           kib(row["planned_allreduce_bytes"]),
           "%.2f" % (row["measured_bytes"] / planned)
-          if planned and row["processes"] > 1 else "-"))
+          if planned and row["processes"] == row["positions"] else "-"))
   _plot(rows, path + ".png")
   with open(path + ".md") as f:
     print(f.read())

@@ -57,8 +57,7 @@ def main(argv=None):
                       help="one seed, 20 steps: a few minutes")
   parser.add_argument("--mesh_shape", default="",
                       help="mesh of each run, e.g. batch:2 (default: one "
-                           "device); changes where runs compute, not their "
-                           "curves")
+                           "device)")
   parser.add_argument("--layout", default="",
                       help="layout rules, e.g. batch:batch;experts:batch")
   cluster.add_flags(parser)

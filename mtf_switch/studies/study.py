@@ -373,9 +373,9 @@ def run(study, model, seed, work_dir, results_dir, out, mesh_shape="",
   writes its finished curve to results_dir.
 
   Gin must hold nothing but what this run parses (call in a fresh process
-  or after gin.clear_config()).  The mesh (one device by default; the
-  devices of a cluster's tasks, see mtf_switch.training.cluster) changes
-  where the run computes, not its curve.
+  or after gin.clear_config()).  mesh_shape, layout and mesh_devices
+  place it (one device by default; a cluster's tasks' devices, see
+  mtf_switch.training.cluster).
 
   Returns:
     the curve's rows.

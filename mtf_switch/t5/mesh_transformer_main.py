@@ -13,12 +13,28 @@ the layer or variable and the step, before its update (`mtf_switch.guard`):
       --gin_file=layouts/expert_data_32.gin \
       --gin_param="MIXTURE_NAME = 'c4_v220_span_corruption'"
 
+With `--cluster host:port,...` it trains on TensorFlow servers' devices
+(TF_CONFIG set for T5's Estimator, whose session runs on the first task,
+the chief), under a layout that places the mesh there, e.g.
+`--gin_file=layouts/cluster_expert_data_2.gin` (docs/cluster.md).
+
 Installed as the console script `mtf_switch_mesh_transformer`.
 """
 import sys
 
 import mtf_switch  # noqa: F401  (gin configurables, search path, quiet logs)
+
+from absl import app
+from absl import flags
 from t5.models import mesh_transformer_main
+import tensorflow.compat.v1 as tf
+
+from mtf_switch.training import cluster
+
+flags.DEFINE_string(
+    "cluster", "", "host:port,... of TensorFlow servers, the chief first "
+    "(python -m mtf_switch.training.servers starts them): sets TF_CONFIG; "
+    "a layouts/cluster_*.gin file places the mesh on their devices")
 
 
 # Inside T5's Estimator, a non-finite loss, router logit or gradient fails
@@ -27,9 +43,21 @@ from t5.models import mesh_transformer_main
 GUARD_FLAGS = ("--gin_file=guard.gin",)
 
 
+def main(argv):
+  if flags.FLAGS.cluster:
+    try:
+      cluster.use(cluster.Cluster.parse(flags.FLAGS.cluster))
+    except ValueError as e:
+      raise app.UsageError("--cluster %s: %s" % (flags.FLAGS.cluster, e))
+  mesh_transformer_main.main(argv)
+
+
 def console_entry_point():
+  """As T5's console_entry_point, with the guard's flags and --cluster."""
   sys.argv[1:1] = list(GUARD_FLAGS)
-  mesh_transformer_main.console_entry_point()
+  tf.disable_v2_behavior()
+  tf.logging.set_verbosity(tf.logging.INFO)
+  app.run(main)
 
 
 if __name__ == "__main__":

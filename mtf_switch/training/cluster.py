@@ -29,6 +29,7 @@ import os
 import re
 import socket
 
+import gin
 import tensorflow.compat.v1 as tf
 
 CHIEF, WORKER = "chief", "worker"
@@ -210,6 +211,34 @@ def mesh_devices(text, mesh_shape, device="cpu"):
   devices = cluster.mesh_devices(mesh_shape.size, device)
   cluster.check_reachable()
   use(cluster)
+  return devices
+
+
+@gin.configurable(module="mtf_switch")
+def cluster_devices(count=gin.REQUIRED, device="cpu"):
+  """`count` mesh positions on TF_CONFIG's cluster, for T5's
+  `utils.run.mesh_devices` (gin/layouts/cluster_*.gin), its tasks checked
+  now.
+
+  Args:
+    count: int, the mesh's size.
+    device: "cpu" or "gpu", as Cluster.mesh_devices.
+
+  Returns:
+    list of device names.
+
+  Raises:
+    ValueError: if TF_CONFIG is not set, or as Cluster.mesh_devices.
+    TaskLostError: naming a task that does not answer.
+  """
+  cluster = Cluster.from_environment()
+  if cluster is None:
+    raise ValueError(
+        "mtf_switch.cluster_devices: TF_CONFIG is not set; give "
+        "mtf_switch_mesh_transformer --cluster host:port,... (or set "
+        "TF_CONFIG) to train on a cluster's tasks")
+  devices = cluster.mesh_devices(count, device)
+  cluster.check_reachable()
   return devices
 
 

@@ -11,6 +11,8 @@ import time
 import helpers
 import pytest
 
+from mtf_switch.training import local_servers
+
 _TINY = ["d_model = 16", "d_ff = 32", "num_heads = 2", "d_kv = 8"]
 STUDY = """
 import mtf_switch.studies.study
@@ -172,3 +174,23 @@ def test_bad_studies_are_refused_in_one_line_before_any_run(tmp_path):
   assert "%s holds a run of another configuration" % run_dir in _refused(
       tmp_path, study_file)
   assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_study_on_a_cluster_draws_the_curves_of_one_process(tmp_path):
+  study_file = _study_file(tmp_path, steps=4, eval_every=2)
+  mesh = ["--mesh_shape", "batch:2", "--layout", "batch:batch;experts:batch"]
+  _run(_command(study_file, tmp_path, *mesh))
+  one_process = {run: _curve(tmp_path, run)
+                 for run in ("dense-seed1", "switch_4-seed1")}
+  shutil.rmtree(tmp_path / "work")
+  shutil.rmtree(tmp_path / "results")
+  with local_servers.LocalServers(2, threads=1) as servers:
+    _run(_command(study_file, tmp_path, "--cluster",
+                  ",".join(servers.cluster.addresses), *mesh))
+  for run, want in one_process.items():
+    got = _curve(tmp_path, run)
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    for column in ("train_loss", "validation_loss"):
+      assert [float(r[column]) for r in got] == pytest.approx(
+          [float(r[column]) for r in want], rel=1e-6), (run, column)

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from mtf_switch.training import local_servers
+
 
 # T5's console script, beside this interpreter.
 T5_BINARY = [os.path.join(os.path.dirname(sys.executable),
@@ -290,3 +292,44 @@ def test_skip_nonfinite_gin_skips_the_steps_of_a_diverging_run(tmp_path):
   for name, dtype in reader.get_variable_to_dtype_map().items():
     if dtype.is_floating:
       assert np.isfinite(reader.get_tensor(name).astype(np.float32)).all()
+
+
+@pytest.mark.slow
+def test_the_drop_in_trains_on_a_cluster_and_names_a_task_that_is_down(
+    tmp_path):
+  """The drop-in's --cluster with layouts/cluster_expert_data_2.gin on 2
+  local servers.  T5's runs are not reproducible here even in one process
+  (two identical 4-step runs differ in their weights), so this checks the
+  run, not its values: the session on the chief, a finished checkpoint
+  that trained every weight; and, with task 1 down, a refusal naming it.
+  tests/training/test_cluster.py checks the values, on the same lowering
+  and layouts, against one process."""
+  steps = 4
+  flags = ["--gin_param=utils.run.train_steps = %d" % steps,
+           "--gin_param=utils.run.save_checkpoints_steps = %d" % steps,
+           "--gin_param=utils.run.iterations_per_loop = %d" % steps,
+           "--gin_file=layouts/cluster_expert_data_2.gin"]
+  (tmp_path / "up").mkdir()
+  (tmp_path / "down").mkdir()
+  model_dir = str(tmp_path / "up" / "model")
+  with local_servers.LocalServers(2, threads=1) as servers:
+    cluster_flag = "--cluster=%s" % ",".join(servers.cluster.addresses)
+    log = _T5Main(model_dir, *flags, cluster_flag, binary=DROP_IN).log()
+    assert "'_master': 'grpc://%s'" % servers.cluster.addresses[0] in log
+    servers.kill(1)
+    returncode, down_log = _T5Main(str(tmp_path / "down" / "model"), *flags,
+                                   cluster_flag, binary=DROP_IN).finish()
+  assert returncode != 0
+  assert ("cluster task 1 (%s) is unreachable" % servers.cluster.addresses[1]
+          in down_log), down_log[-3000:]
+  first = tf.train.load_checkpoint(os.path.join(model_dir, "model.ckpt-0"))
+  last = tf.train.load_checkpoint(os.path.join(model_dir,
+                                               "model.ckpt-%d" % steps))
+  weights = [n for n in last.get_variable_to_shape_map()
+             if "slot" not in n and "step" not in n]
+  assert any("SwitchFeedForward/wi" in n for n in weights)
+  for name in weights:
+    before = first.get_tensor(name).astype(np.float32)
+    after = last.get_tensor(name).astype(np.float32)
+    assert np.isfinite(after).all() and not np.array_equal(before, after), (
+        name)

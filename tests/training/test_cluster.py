@@ -255,3 +255,24 @@ def test_the_main_job_names_a_task_that_is_down(tmp_path):
   assert ("cluster task 0 (localhost:%d) is unreachable" % port
           in result.stderr.splitlines()[-1])
   assert not os.listdir(tmp_path)  # nothing written
+
+
+@pytest.mark.slow
+def test_the_bytes_between_tasks_equal_a_hand_count(two_servers, on_cluster):
+  on_cluster(two_servers)
+  graph = tf.Graph()
+  with graph.as_default():
+    x = tf.placeholder(tf.float32, [1000, 100])  # fed to the chief
+    with tf.device(cluster.task_device(1)):
+      y = 2.0 * x  # x to task 1: 400,000 bytes
+    with tf.device(cluster.task_device(0)):
+      z = tf.reduce_sum(y, axis=1)  # y back to the chief: 400,000 bytes
+    z_again = tf.reduce_sum(z)  # on the chief: nothing between tasks
+  target, _ = cluster.session_target(graph)
+  metadata = tf.RunMetadata()
+  with tf.Session(target, graph=graph,
+                  config=mesh_lib.session_config(graph)) as sess:
+    sess.run(z_again, {x: np.ones([1000, 100], np.float32)},
+             options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+             run_metadata=metadata)
+  assert cluster.cross_task_bytes(metadata) == 2 * 1000 * 100 * 4
