@@ -69,7 +69,8 @@ def main(argv=None):
   with cli.refusals(parser):
     mesh_shape, _ = mesh_lib.parse_mesh(args.mesh_shape, args.layout)
   try:
-    with cli.refusals(parser, "--cluster %s" % args.cluster):
+    with cli.refusals(
+        parser, args.cluster and "--cluster %s" % args.cluster):
       mesh_devices = cluster.mesh_devices(args.cluster, mesh_shape,
                                          args.cluster_device)
   except cluster.TaskLostError as e:

@@ -44,8 +44,8 @@ def start_session(step_graph, model_dir, out=sys.stderr):
     cluster.TaskLostError: naming a cluster task of the graph that does
       not answer.
   """
-  target, _ = cluster.session_target(step_graph.graph)
-  sess = tf.Session(target, graph=step_graph.graph,
+  sess = tf.Session(cluster.session_target(step_graph.graph),
+                    graph=step_graph.graph,
                     config=mesh_lib.session_config(step_graph.graph))
   candidates = _newest_first(model_dir)
   if not candidates:

@@ -201,11 +201,14 @@ def mesh_devices(text, mesh_shape, device="cpu"):
     device: "cpu" or "gpu", as Cluster.mesh_devices.
 
   Raises:
-    ValueError: naming a bad address, or a mesh that does not split over
-      the tasks.
+    ValueError: naming a bad address, a mesh that does not split over
+      the tasks, or a device kind given without a cluster.
     TaskLostError: naming a task that does not answer.
   """
   if not text:
+    if device != "cpu":
+      raise ValueError("--cluster_device %s places a cluster's mesh: give "
+                       "--cluster too, or leave it out" % device)
     return None
   cluster = Cluster.parse(text)
   devices = cluster.mesh_devices(mesh_shape.size, device)
@@ -269,9 +272,8 @@ def graph_tasks(graph):
 
 
 def session_target(graph):
-  """(target, cluster) for a session of `graph`: ("", None) when the graph
-  runs in this process, else task 0's master and the cluster, all of whose
-  tasks the graph uses are checked reachable.
+  """The target of a session of `graph`: "" when the graph runs in this
+  process, else the chief's master, once the tasks the graph uses answer.
 
   Raises:
     ValueError: if the graph names cluster tasks and TF_CONFIG has none of
@@ -280,7 +282,7 @@ def session_target(graph):
   """
   tasks = graph_tasks(graph)
   if not tasks:
-    return "", None
+    return ""
   cluster = Cluster.from_environment()
   if cluster is None or max(tasks) >= cluster.num_tasks:
     raise ValueError(
@@ -289,7 +291,7 @@ def session_target(graph):
         % (sorted(tasks), "names %d" % cluster.num_tasks if cluster
            else "is not set"))
   cluster.check_reachable(tasks | {0})
-  return cluster.target, cluster
+  return cluster.target
 
 
 @contextlib.contextmanager

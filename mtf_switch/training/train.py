@@ -109,9 +109,6 @@ def main(argv=None):
   if args.cluster and args.mesh_devices:
     parser.error("give --cluster (the mesh on its tasks) or --mesh_devices "
                  "(on this machine's devices), not both")
-  if args.cluster_device != "cpu" and not args.cluster:
-    parser.error("--cluster_device %s places a cluster's mesh: give "
-                 "--cluster too, or leave it out" % args.cluster_device)
   try:
     with cli.refusals(parser):
       job, student, run = _set_up(parser, args)
@@ -148,7 +145,8 @@ def _set_up(parser, args):
     mesh_devices = mesh_lib.parse_devices(args.mesh_devices)
     if mesh_devices:
       mesh_lib.check_devices(mesh_devices, args.mesh_shape)
-  with cli.refusals(parser, "--cluster %s" % args.cluster):
+  with cli.refusals(
+        parser, args.cluster and "--cluster %s" % args.cluster):
     mesh_devices = (cluster.mesh_devices(args.cluster, mesh_shape,
                                          args.cluster_device)
                     or mesh_devices)

@@ -50,6 +50,12 @@ def test_mesh_positions_go_to_the_tasks_in_blocks():
     two.mesh_devices(2, "tpu")
 
 
+def test_gpus_without_a_cluster_are_refused():
+  with pytest.raises(ValueError, match="--cluster_device gpu .* --cluster"):
+    cluster.mesh_devices("", mesh_lib.parse_mesh("batch:2")[0], "gpu")
+  assert cluster.mesh_devices("", mesh_lib.parse_mesh("batch:2")[0]) is None
+
+
 def test_the_cluster_comes_from_tf_config(monkeypatch):
   monkeypatch.delenv("TF_CONFIG", raising=False)
   assert cluster.Cluster.from_environment() is None
@@ -74,7 +80,7 @@ def _graph_on_task(task):
 
 def test_a_session_on_tasks_needs_the_cluster_and_its_tasks_up(monkeypatch):
   monkeypatch.delenv("TF_CONFIG", raising=False)
-  assert cluster.session_target(tf.Graph()) == ("", None)
+  assert cluster.session_target(tf.Graph()) == ""
   with pytest.raises(ValueError, match=r"tasks \[1\].*not set"):
     cluster.session_target(_graph_on_task(1))
   port, = local_servers.free_ports(1)  # nothing listens there
@@ -268,9 +274,8 @@ def test_the_bytes_between_tasks_equal_a_hand_count(two_servers, on_cluster):
     with tf.device(cluster.task_device(0)):
       z = tf.reduce_sum(y, axis=1)  # y back to the chief: 400,000 bytes
     z_again = tf.reduce_sum(z)  # on the chief: nothing between tasks
-  target, _ = cluster.session_target(graph)
   metadata = tf.RunMetadata()
-  with tf.Session(target, graph=graph,
+  with tf.Session(cluster.session_target(graph), graph=graph,
                   config=mesh_lib.session_config(graph)) as sess:
     sess.run(z_again, {x: np.ones([1000, 100], np.float32)},
              options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
