@@ -26,6 +26,15 @@ BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH = 4, 32, 8
 STEPS, SAVE_EVERY = 8, 4
 
 
+@pytest.fixture(autouse=True)
+def _tf_config_left_as_found():
+  """TF_CONFIG names this file's servers only while a test runs: a child
+  process of a later test (T5's binary) would otherwise wait on them."""
+  before = os.environ.get("TF_CONFIG")
+  yield
+  assert os.environ.get("TF_CONFIG") == before
+
+
 @pytest.mark.parametrize("text,named", [
     ("localhost", "localhost"), ("localhost:http", "localhost:http"),
     ("a:1,a:1", "a:1,a:1"), ("h:0", "h:0"), ("", "empty")])
@@ -57,7 +66,7 @@ def test_gpus_without_a_cluster_are_refused():
 
 
 def test_the_cluster_comes_from_tf_config(monkeypatch):
-  monkeypatch.delenv("TF_CONFIG", raising=False)
+  monkeypatch.delenv("TF_CONFIG", raising=False)  # restored after the test
   assert cluster.Cluster.from_environment() is None
   cluster.use(cluster.Cluster.parse("h:1,h:2"))
   assert cluster.Cluster.from_environment().addresses == ["h:1", "h:2"]
@@ -93,8 +102,8 @@ def test_a_session_on_tasks_needs_the_cluster_and_its_tasks_up(monkeypatch):
 
 
 def test_a_lost_task_is_named_with_its_address(monkeypatch):
+  monkeypatch.setenv("TF_CONFIG", "")  # restored after the test
   cluster.use(cluster.Cluster.parse("h:1,h:2"))
-  monkeypatch.setenv("TF_CONFIG", os.environ["TF_CONFIG"])
   error = tf.errors.UnavailableError(
       None, None, "Graph execution error:\n\nFrom /job:worker/replica:0/"
       "task:0:\nfailed to connect to all addresses")
