@@ -290,3 +290,34 @@ def test_the_bytes_between_tasks_equal_a_hand_count(two_servers, on_cluster):
              options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
              run_metadata=metadata)
   assert cluster.cross_task_bytes(metadata) == 2 * 1000 * 100 * 4
+
+
+@pytest.mark.slow
+def test_the_servers_command_starts_local_servers_and_stops_them():
+  process = subprocess.Popen(
+      [sys.executable, "-m", "mtf_switch.training.servers", "--tasks", "2",
+       "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+      text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  try:
+    first = process.stdout.readline().split()
+    assert first[0] == "cluster", first
+    servers = cluster.Cluster.parse(first[1])
+    assert servers.num_tasks == 2
+    servers.check_reachable()
+  finally:
+    process.terminate()
+    assert process.wait(timeout=60) == 0
+  for task in range(2):
+    with pytest.raises(cluster.TaskLostError):
+      servers.check_reachable([task])
+
+
+@pytest.mark.slow
+def test_the_servers_command_refuses_tasks_and_a_task_together():
+  result = subprocess.run(
+      [sys.executable, "-m", "mtf_switch.training.servers", "--tasks", "2",
+       "--cluster", "h:1", "--task", "0"], capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 2
+  assert "give --tasks N (local servers) or --cluster and --task" in (
+      result.stderr)
