@@ -59,9 +59,13 @@ SETTINGS = [
 ]
 
 
-def _step_graph(mesh_shape, layout, shape, devices):
+def _parse_model():
   gin.clear_config()
   cli.parse_files([MODEL])
+
+
+def _step_graph(mesh_shape, layout, shape, devices):
+  _parse_model()
   model = models.make_model(shape.vocab_size, mesh_shape, layout)
   return step_lib.build_step_graph(
       model, shape.batch_size, shape.input_length, shape.target_length,
@@ -70,8 +74,7 @@ def _step_graph(mesh_shape, layout, shape, devices):
 
 def planned_bytes(mesh_shape, layout, shape):
   """(all-to-all, all-reduce) bytes of all cores of a step, planned."""
-  gin.clear_config()
-  cli.parse_files([MODEL])
+  _parse_model()
   with tf.Graph().as_default():
     p = plan.plan(shape.batch_size, shape.input_length, shape.target_length,
                   shape.vocab_size, mesh_shape, layout, tf.float32)

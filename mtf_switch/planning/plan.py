@@ -236,11 +236,8 @@ def all_to_all_bytes(mesh_impl, forward):
   for op in forward:
     if not isinstance(op, mtf.ReshapeOperation):
       continue
-    before = mesh_impl.tensor_layout(op.inputs[0]).tensor_axis_to_mesh_axis
-    after = mesh_impl.tensor_layout(op.outputs[0]).tensor_axis_to_mesh_axis
-    moved = _split_dims(op.inputs[0].shape, before) ^ _split_dims(
-        op.outputs[0].shape, after)
-    n = _cores_along(mesh_impl, {axis for _, axis in moved})
+    n = _cores_along(mesh_impl,
+                     {axis for _, axis in _moved_splits(mesh_impl, op)})
     if n > 1:
       sent += _bytes(mesh_impl, op.outputs[0]) * (n - 1) / n
   return sent
@@ -297,10 +294,7 @@ def _keeps_partial_sums(mesh_impl, op):
   if isinstance(op, mtf.AddOperation):
     return all(t.shape == op.outputs[0].shape for t in op.inputs)
   if isinstance(op, mtf.ReshapeOperation):
-    before = mesh_impl.tensor_layout(op.inputs[0]).tensor_axis_to_mesh_axis
-    after = mesh_impl.tensor_layout(op.outputs[0]).tensor_axis_to_mesh_axis
-    return not (_split_dims(op.inputs[0].shape, before) ^
-                _split_dims(op.outputs[0].shape, after))
+    return not _moved_splits(mesh_impl, op)
   return False
 
 
@@ -310,12 +304,9 @@ def _summed_axes(mesh_impl, op):
   if not isinstance(op, (mtf.EinsumOperation, mtf.ReduceOperation)):
     return frozenset()
   kept = set(op.outputs[0].shape.dimension_names)
-  axes = set()
-  for t in op.inputs:
-    layout = mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis
-    axes |= {axis for name, axis in _split_dims(t.shape, layout)
-             if name not in kept}
-  return frozenset(axes)
+  return frozenset(axis for t in op.inputs
+                   for name, axis in _splits(mesh_impl, t)
+                   if name not in kept)
 
 
 def _cores_along(mesh_impl, axes):
@@ -326,10 +317,17 @@ def _cores_along(mesh_impl, axes):
   return n
 
 
-def _split_dims(shape, tensor_axis_to_mesh_axis):
-  return {(dim.name, axis) for dim, axis in zip(shape.dims,
-                                                tensor_axis_to_mesh_axis)
+def _splits(mesh_impl, tensor):
+  """{(dimension name, mesh axis)} of the tensor's split dimensions."""
+  axes = mesh_impl.tensor_layout(tensor).tensor_axis_to_mesh_axis
+  return {(dim.name, axis) for dim, axis in zip(tensor.shape.dims, axes)
           if axis is not None}
+
+
+def _moved_splits(mesh_impl, op):
+  """The splits a reshape moves to another dimension (an all-to-all)."""
+  return (_splits(mesh_impl, op.inputs[0]) ^
+          _splits(mesh_impl, op.outputs[0]))
 
 
 def _work(op):
@@ -347,8 +345,7 @@ def _copies(mesh_impl, op):
   """On how many cores the operation's work is repeated: the mesh's size
   over the cores its tensors' splits tell apart."""
   axes = {axis for t in list(op.inputs) + list(op.outputs)
-          for _, axis in _split_dims(
-              t.shape, mesh_impl.tensor_layout(t).tensor_axis_to_mesh_axis)}
+          for _, axis in _splits(mesh_impl, t)}
   return mesh_impl.shape.size // _cores_along(mesh_impl, axes)
 
 

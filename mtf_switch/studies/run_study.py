@@ -68,13 +68,9 @@ def main(argv=None):
     study = load_study(args.study, args.quick)
   with cli.refusals(parser):
     mesh_shape, _ = mesh_lib.parse_mesh(args.mesh_shape, args.layout)
-  try:
-    with cli.refusals(
-        parser, args.cluster and "--cluster %s" % args.cluster):
-      mesh_devices = cluster.mesh_devices(args.cluster, mesh_shape,
-                                         args.cluster_device)
-  except cluster.TaskLostError as e:
-    sys.exit(str(e))
+  with cli.refusals(parser, args.cluster and "--cluster %s" % args.cluster):
+    mesh_devices = cluster.mesh_devices(args.cluster, mesh_shape,
+                                       args.cluster_device)
   work_dir = os.path.join(args.work_dir, "quick" if args.quick else "",
                           study.name)
   results_dir = (os.path.join(work_dir, "results") if args.quick else

@@ -193,7 +193,8 @@ def add_flags(parser):
 
 def mesh_devices(text, mesh_shape, device="cpu"):
   """The mesh's devices on the cluster of a --cluster value, made this
-  process's cluster (`use`) and checked reachable; None for "".
+  process's cluster (`use`); None for "".  (A session of a graph on them
+  checks that its tasks answer: `session_target`.)
 
   Args:
     text: "host:port,host:port" or "".
@@ -203,7 +204,6 @@ def mesh_devices(text, mesh_shape, device="cpu"):
   Raises:
     ValueError: naming a bad address, a mesh that does not split over
       the tasks, or a device kind given without a cluster.
-    TaskLostError: naming a task that does not answer.
   """
   if not text:
     if device != "cpu":
@@ -212,7 +212,6 @@ def mesh_devices(text, mesh_shape, device="cpu"):
     return None
   cluster = Cluster.parse(text)
   devices = cluster.mesh_devices(mesh_shape.size, device)
-  cluster.check_reachable()
   use(cluster)
   return devices
 

@@ -145,8 +145,7 @@ def _set_up(parser, args):
     mesh_devices = mesh_lib.parse_devices(args.mesh_devices)
     if mesh_devices:
       mesh_lib.check_devices(mesh_devices, args.mesh_shape)
-  with cli.refusals(
-        parser, args.cluster and "--cluster %s" % args.cluster):
+  with cli.refusals(parser, args.cluster and "--cluster %s" % args.cluster):
     mesh_devices = (cluster.mesh_devices(args.cluster, mesh_shape,
                                          args.cluster_device)
                     or mesh_devices)
