@@ -22,6 +22,7 @@ import gin
 import mesh_tensorflow as mtf
 import tensorflow.compat.v1 as tf
 
+from mtf_switch import bias_balance
 from mtf_switch import routing
 
 
@@ -170,6 +171,72 @@ class TokensChooseRouter(Router):
         aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef,
         one_hot_tensors=one_hot_tensors,
         batch_prioritized=self.batch_prioritized, passes=self.passes)
+
+
+@gin.configurable(module="mtf_switch")
+class BiasBalancedRouter(TokensChooseRouter):
+  """Tokens choose their top-k experts by router probability plus a
+  per-expert bias; the gates are the unbiased probabilities; no auxiliary
+  loss (aux_loss_coef defaults to 0).  After every training step each
+  expert's bias moves by `bias_update_rate` towards balance, from the
+  step's whole-batch load (Wang et al. 2024, DeepSeek-V3; see
+  `mtf_switch.bias_balance`).  DeepSeek-V3 adds the bias to sigmoid
+  affinities; here it is added to the softmax probabilities, the Switch
+  router's affinities.
+
+    mtf_switch.SwitchFeedForward.router = @mtf_switch.BiasBalancedRouter()
+    mtf_switch.BiasBalancedRouter.bias_update_rate = 1e-3
+  """
+
+  def __init__(self, bias_update_rate=1e-3, num_selected_experts=1,
+               policy="input_jitter", aux_loss_coef=0.0, **kwargs):
+    """Records the router's settings.
+
+    Args:
+      bias_update_rate: float > 0, the bias's step per training step
+        (1e-3 in Wang et al. 2024 and DeepSeek-V3).
+      num_selected_experts: as TokensChooseRouter's.
+      policy: as TokensChooseRouter's, but not "sample" (its draw from the
+        unbiased softmax would ignore the bias).
+      aux_loss_coef: 0 by default (the point of the bias); may be set to
+        combine the two.
+      **kwargs: TokensChooseRouter's other settings.
+
+    Raises:
+      ValueError: on a bad value, naming it and what would be right.
+    """
+    super().__init__(num_selected_experts=num_selected_experts,
+                     policy=policy, aux_loss_coef=aux_loss_coef, **kwargs)
+    bias_balance.check_rate(bias_update_rate)
+    if policy == "sample":
+      raise ValueError(
+          "BiasBalancedRouter chooses experts by probability plus bias; "
+          "policy='sample' draws them from the unbiased softmax.  Use "
+          "'input_jitter', 'input_dropout' or 'argmax'")
+    self.bias_update_rate = bias_update_rate
+
+  def route(self, logits, capacity, nonpadding, train, activation_dtype,
+            one_hot_tensors):
+    experts_dim = logits.shape.dims[-1]
+    with tf.variable_scope("router"):
+      bias = bias_balance.expert_bias(experts_dim, logits.mesh)
+    if train:
+      hook = bias_balance.AssignOnBackward(logits)
+      logits = hook.outputs[0]
+    if nonpadding is None:
+      nonpadding = mtf.ones(logits.mesh, logits.shape.dims[:2], tf.float32)
+    nonpadding = mtf.to_float(nonpadding)
+    instructions = routing.route(
+        logits, self.num_selected_experts, capacity, nonpadding=nonpadding,
+        policy=self.policy, train=train, activation_dtype=activation_dtype,
+        aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef,
+        one_hot_tensors=one_hot_tensors, score_bias=bias)
+    if train:
+      load = bias_balance.expert_load(instructions.assignments, nonpadding,
+                                      experts_dim)
+      hook.assign_later(
+          bias, bias_balance.updated_bias(bias, load, self.bias_update_rate))
+    return instructions
 
 
 

@@ -210,7 +210,7 @@ def _gumbel_noise(like):
 def route(logits, num_selected_experts, capacity, nonpadding=None,
           policy="argmax", train=False, activation_dtype=tf.float32,
           aux_loss_coef=1e-2, z_loss_coef=0.0, one_hot_tensors=True,
-          batch_prioritized=False, passes=1):
+          batch_prioritized=False, passes=1, score_bias=None):
   """Tokens choose their experts: top-1 (Switch) or top-2 (MoE baseline).
 
   Top-1 is the Switch layer of Section 2.1; top-2 the MoE baseline with
@@ -241,6 +241,9 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
       2nd, 3rd, ... choice in passes 2, 3, ..., taking what slots are left
       ("no token left behind", the paper's appendix; mesh-tensorflow's
       "ntlb"); 1 is plain Switch routing.
+    score_bias: optional [experts] float32 added to the router
+      probabilities to choose the experts, not to the gates (bias
+      balancing, `mtf_switch.bias_balance`).
 
   Returns:
     RoutingInstructions.
@@ -250,7 +253,7 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
   nonpadding = mtf.to_float(nonpadding)
   # [groups, group_size, experts], float32
   logits, probs = router_probs(logits)
-  scores = logits
+  scores = logits if score_bias is None else probs + score_bias
   if train and policy == "sample":
     scores += _gumbel_noise(logits)
   priority = None

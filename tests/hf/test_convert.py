@@ -196,6 +196,9 @@ def test_shapes_huggingface_cannot_express_are_refused(tmp_path):
        r"DenseReluDense.activation is \['gelu', 'relu'\]"),
       ("mtf_switch.TokensChooseRouter.num_selected_experts = 2",
        "router is top-1; this model's sends each token to 2 experts"),
+      ("mtf_switch.SwitchFeedForward.router = "
+       "@mtf_switch.BiasBalancedRouter()",
+       "this model's router is a BiasBalancedRouter"),
       ("mtf_switch.SwitchFeedForward.hidden_size = 96",
        r"one d_ff for every layer; this model has \[96, 128\]")]:
     with pytest.raises(ValueError, match=message):
