@@ -19,6 +19,7 @@ from mtf_switch.training import cluster
 from mtf_switch.training import data
 from mtf_switch.training import reporting
 from mtf_switch.training import step as step_lib
+from mtf_switch.training import upcycling
 
 
 class Action:
@@ -247,7 +248,7 @@ class TaskTraining:
 
   def __init__(self, model, model_dir, task_name, batch_size, input_length,
                target_length, mesh_shape="", layout="", make_optimizer=None,
-               init_checkpoint=None, mesh_devices=None):
+               init_checkpoint=None, mesh_devices=None, upcycle_from=None):
     """Checks the run, builds its step graph and starts its session.
 
     Args:
@@ -256,13 +257,17 @@ class TaskTraining:
         with an `init_assignment(step_graph, checkpoint)` method, such as
         `distillation.Distillation`, says which weights); ignored when
         model_dir already has a checkpoint (the run resumes).
+      upcycle_from: instead of init_checkpoint, a dense model's checkpoint
+        or model dir that this Switch model starts from by sparse
+        upcycling (`upcycling`); ignored likewise when resuming.
       mesh_devices: None, or a device name per mesh position
         (mesh.parse_devices).
       (the others: as their names say.)
 
     Raises:
-      ValueError: if init_checkpoint is missing, was trained with another
-        vocabulary or does not hold this model's weights, or if model_dir's
+      ValueError: if init_checkpoint (upcycle_from) is missing, was trained
+        with another vocabulary or does not hold this model's weights (the
+        dense weights this model's upcycling needs), or if model_dir's
         run used another vocabulary or has no readable checkpoint among
         its checkpoints.
     """
@@ -272,18 +277,19 @@ class TaskTraining:
     self.batch_size = batch_size
     self.input_length = input_length
     self.target_length = target_length
-    self.init_from = None
+    self.start_from = None
+    init_from = None
     if checkpoints.latest(model_dir):
       data.check_vocabulary(model_dir, task_name)  # resuming
-    elif init_checkpoint:
-      self.init_from = checkpoints.resolve(init_checkpoint)
-      data.check_vocabulary(os.path.dirname(self.init_from), task_name)
+    elif init_checkpoint or upcycle_from:
+      init_from = checkpoints.resolve(init_checkpoint or upcycle_from)
+      data.check_vocabulary(os.path.dirname(init_from), task_name)
     self.step_graph = step_lib.build_step_graph(
         model, batch_size, input_length, target_length, mesh_shape, layout,
         make_optimizer=make_optimizer, mesh_devices=mesh_devices)
-    if self.init_from:
-      self.assignment = init_assignment(model, self.step_graph,
-                                        self.init_from)
+    if init_from:
+      self.start_from = (upcycled_start if upcycle_from else fine_tuned_start)(
+          model, self.step_graph, init_from)
     # Last: a model dir whose checkpoints are all unreadable is refused
     # here; `train` closes the session.
     self.sess, self.checkpoint = checkpoints.start_session(self.step_graph,
@@ -317,11 +323,8 @@ class TaskTraining:
       if self.checkpoint:
         print("resuming from %s (step %d)" % (self.checkpoint, first_step),
               file=out)
-      elif self.init_from:
-        checkpoints.restore_weights(sess, step_graph, self.init_from,
-                                    self.assignment)
-        print("weights from %s (optimizer state and step start afresh)"
-              % self.init_from, file=out)
+      elif self.start_from:
+        print(self.start_from(sess), file=out)
       batches = data.task_batches(self.task_name, "train", self.batch_size,
                                   self.input_length, self.target_length,
                                   skip_batches=first_step)
@@ -348,6 +351,48 @@ def write_operative_config(model_dir):
   with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"),
                          "w") as f:
     f.write(gin.operative_config_str())
+
+
+def fine_tuned_start(model, step_graph, checkpoint):
+  """How a new run starts from another run's weights (fine-tuning,
+  distillation): checked now, against the checkpoint.
+
+  Returns:
+    a function of a session that restores them and says what it did.
+
+  Raises:
+    ValueError: as init_assignment.
+  """
+  assignment = init_assignment(model, step_graph, checkpoint)
+
+  def start(sess):
+    checkpoints.restore_weights(sess, step_graph, checkpoint, assignment)
+    return ("weights from %s (optimizer state and step start afresh)"
+            % checkpoint)
+  return start
+
+
+def upcycled_start(model, step_graph, checkpoint):
+  """How a new run of a Switch model starts from a dense checkpoint
+  (sparse upcycling): checked now, against the checkpoint.
+
+  Returns:
+    a function of a session that loads the upcycled weights and says what
+    it did.
+
+  Raises:
+    ValueError: as upcycling.plan.
+  """
+  del model  # the step graph's weights say everything
+  copies = upcycling.plan(
+      {w.op.name: w.shape.as_list() for w in step_graph.weights}, checkpoint)
+
+  def start(sess):
+    upcycling.restore(sess, step_graph, checkpoint, copies)
+    return ("weights upcycled from %s (each expert a copy of the dense FFN "
+            "it replaces; routers, optimizer state and step start afresh)"
+            % checkpoint)
+  return start
 
 
 def init_assignment(model, step_graph, checkpoint):

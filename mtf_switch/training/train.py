@@ -8,7 +8,9 @@ progress and per-layer routing metrics, writes TensorBoard summaries and
 checkpoints to --model_dir, resumes from the last checkpoint there, and ends
 with the validation split's negative log perplexity (and, with --metrics,
 the task's own metrics on greedy decodes).  --init_checkpoint starts a new
-run from another run's weights: fine-tuning.  --distill_from trains the gin
+run from another run's weights: fine-tuning.  --upcycle_from starts the gin
+Switch model from a dense model's checkpoint, each expert a copy of the
+dense FFN it replaces (sparse upcycling).  --distill_from trains the gin
 model's dense twin, taught by the gin model restored from that checkpoint
 (Section 4.2).
 
@@ -70,6 +72,11 @@ def make_parser():
                       help="model dir or checkpoint whose weights start a "
                            "new run (fine-tuning; its vocabulary must be "
                            "the task's)")
+  parser.add_argument("--upcycle_from", default=None,
+                      help="model dir or checkpoint of a dense model that "
+                           "this Switch model starts from: every expert a "
+                           "copy of the dense FFN it replaces, the routers "
+                           "new (sparse upcycling)")
   parser.add_argument("--distill_from", default=None,
                       help="model dir or checkpoint of the gin model (a "
                            "Switch teacher); trains its dense twin by "
@@ -96,9 +103,13 @@ def make_parser():
 def main(argv=None):
   parser = make_parser()
   args = parser.parse_args(argv)
-  if args.init_checkpoint and args.distill_from:
-    parser.error("give --init_checkpoint (fine-tuning) or --distill_from "
-                 "(distillation), not both")
+  starts = [flag for flag in ("init_checkpoint", "upcycle_from",
+                               "distill_from") if getattr(args, flag)]
+  if len(starts) > 1:
+    parser.error("give one of --init_checkpoint (fine-tuning), "
+                 "--upcycle_from (sparse upcycling) and --distill_from "
+                 "(distillation), not %s" % " and ".join(
+                     "--" + flag for flag in starts))
   # A flag that means nothing without another is refused, not ignored.
   if args.distill_fraction is not None and not args.distill_from:
     parser.error("--distill_fraction %s weighs a teacher: give "
@@ -176,7 +187,8 @@ def _set_up(parser, args):
              input_length=input_length, target_length=target_length,
              mesh_shape=args.mesh_shape, layout=args.layout,
              mesh_devices=mesh_devices)
-  if not (checkpoints.latest(args.model_dir) or init_checkpoint):
+  if not (checkpoints.latest(args.model_dir) or init_checkpoint
+          or args.upcycle_from):
     print("validation neg. log perplexity before training: %.4f"
           % loop.evaluate_task(model, None, **run))
   job = loop.TaskTraining(
@@ -185,7 +197,8 @@ def _set_up(parser, args):
           guard.SkipNonFiniteAdafactorOptimizer if args.skip_nonfinite_steps
           else mtf.optimize.AdafactorOptimizer,
           learning_rate=args.learning_rate),
-      init_checkpoint=init_checkpoint, **run)
+      init_checkpoint=init_checkpoint, upcycle_from=args.upcycle_from,
+      **run)
   if args.steps < job.first_step:
     parser.error("--steps %d: the run in %s is at step %d already; give the "
                  "total steps, %d or more" % (args.steps, args.model_dir,
