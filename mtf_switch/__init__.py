@@ -21,6 +21,7 @@ from mtf_switch import routers  # noqa: F401
 from mtf_switch.t5 import quiet
 from mtf_switch.training import mesh  # noqa: F401
 from mtf_switch.training import step  # noqa: F401
+from mtf_switch.training import upcycling  # noqa: F401
 
 compat.decode_to_text()
 compat.one_line_each()

@@ -20,14 +20,21 @@ in the dense model and keeps its initialization.
 `restore` loads a plan into a session's weights (the main job, the study
 runner); `write_checkpoint` writes the upcycled weights under the Switch
 model's names for T5's binary and `MtfModel`, whose `init_checkpoint`
-restores every weight a checkpoint holds by name.
+restores every weight a checkpoint holds by name (`upcycled_checkpoint`,
+in gin: `upcycle.gin`).
 """
 import collections
 import os
 import re
 
+from absl import flags
+import gin
+import mesh_tensorflow as mtf
 import numpy as np
 import tensorflow.compat.v1 as tf
+
+from mtf_switch import models
+from mtf_switch.training import checkpoints
 
 # <stack>/block_<i>/layer_<j>/<kind>/<rest>
 _SUBLAYER = re.compile(r"^(?P<stack>.+?)/block_(?P<block>\d+)/"
@@ -174,3 +181,65 @@ def write_checkpoint(checkpoint, copies, out_dir):
       tf.io.gfile.makedirs(out_dir)
       return saver.save(sess, os.path.join(out_dir, "model.ckpt"),
                         global_step=0, write_meta_graph=False)
+
+
+def weight_shapes(model):
+  """{name: shape} of a model's trainable weights (its mtf graph only,
+  built on a batch of one, nothing lowered)."""
+  with tf.Graph().as_default():
+    mesh = mtf.Mesh(mtf.Graph(), "mesh")
+    batch, length = mtf.Dimension("batch", 1), mtf.Dimension("length", 8)
+    ids = mtf.zeros(mesh, [batch, length], tf.int32)
+    model.call_simple(
+        inputs=ids, targets=ids, compute_loss=True,
+        mode=tf.estimator.ModeKeys.TRAIN,
+        variable_dtype=mtf.VariableDType(tf.float32, tf.float32, tf.float32))
+    return {v.name: v.shape.to_integer_list
+            for v in mesh.graph.trainable_variables}
+
+
+@gin.configurable(module="mtf_switch")
+def upcycled_checkpoint(dense_checkpoint=gin.REQUIRED, out_dir=None,
+                        model_type="bitransformer"):
+  """Writes the gin model's upcycled weights from a dense checkpoint; for
+  T5's binary (`upcycle.gin` binds `utils.run.init_checkpoint` to it) and
+  `MtfModel` (`init_checkpoint=upcycled_checkpoint(...)`).
+
+  Args:
+    dense_checkpoint: a dense model's checkpoint or model dir (T5.1.1's,
+      the main job's, T5's).
+    out_dir: where to write it; default: T5's binary's --model_dir +
+      "/upcycled".  A checkpoint already there is used as it is (a
+      restarted job does not write it again).
+    model_type: T5's model type (the vocabulary size is the dense
+      checkpoint's embedding's).
+
+  Returns:
+    the upcycled checkpoint's path.
+
+  Raises:
+    ValueError: naming the weight that does not fit (`plan`), or asking
+      for out_dir outside T5's binary.
+  """
+  if out_dir is None:
+    if not ("model_dir" in flags.FLAGS and flags.FLAGS.is_parsed()
+            and flags.FLAGS.model_dir):
+      raise ValueError("mtf_switch.upcycled_checkpoint.out_dir: give a "
+                       "folder for the upcycled checkpoint (outside T5's "
+                       "binary there is no --model_dir to put it in)")
+    out_dir = os.path.join(flags.FLAGS.model_dir, "upcycled")
+  written = tf.train.latest_checkpoint(out_dir)
+  if written:
+    return written
+  checkpoint = checkpoints.resolve(dense_checkpoint)
+  shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+  if "shared/embedding" not in shapes:
+    raise ValueError("%s has no shared/embedding: is it a mesh-tensorflow "
+                     "transformer's checkpoint?" % checkpoint)
+  vocab_size = shapes["shared/embedding"][0]
+  model = models.make_model(vocab_size, model_type=model_type)
+  copies = plan(weight_shapes(model), checkpoint)
+  path = write_checkpoint(checkpoint, copies, out_dir)
+  tf.logging.info("upcycled %s into %s (%d weights)", checkpoint, path,
+                  len(copies))
+  return path

@@ -27,12 +27,13 @@ class _T5Main:
   """A run of the binary, started at once (runs on the same trained model
   dir go two at a time: each is mostly one busy core)."""
 
-  def __init__(self, model_dir, *args, binary=None):
+  def __init__(self, model_dir, *args, binary=None,
+               model="models/switch_tiny.gin"):
     command = (binary or T5_BINARY) + [
         "--model_dir=%s" % model_dir,
         "--module_import=mtf_switch.tasks",
         "--gin_file=dataset.gin",
-        "--gin_file=models/switch_tiny.gin",
+        "--gin_file=%s" % model,
         "--gin_file=layouts/cpu_expert_data_2.gin",
         "--gin_param=MIXTURE_NAME = 'mtf_switch_copy_words'",
         "--gin_param=utils.run.sequence_length = "
@@ -333,3 +334,32 @@ def test_the_drop_in_trains_on_a_cluster_and_names_a_task_that_is_down(
     after = last.get_tensor(name).astype(np.float32)
     assert np.isfinite(after).all() and not np.array_equal(before, after), (
         name)
+
+
+@pytest.mark.slow
+def test_upcycling_through_the_t5_binary(tmp_path):
+  """upcycle.gin: a dense_tiny run of T5's binary upcycled into
+  switch_tiny, each expert starting as the dense FFN it replaces."""
+  steps = ["--gin_param=utils.run.train_steps = 2",
+           "--gin_param=utils.run.save_checkpoints_steps = 2",
+           "--gin_param=utils.run.iterations_per_loop = 2"]
+  dense_dir = str(tmp_path / "dense")
+  _T5Main(dense_dir, *steps, model="models/dense_tiny.gin").log()
+  switch_dir = str(tmp_path / "switch")
+  log = _T5Main(switch_dir, *steps, "--gin_file=upcycle.gin",
+                "--gin_param=DENSE_CHECKPOINT = '%s'" % dense_dir).log()
+  upcycled = os.path.join(switch_dir, "upcycled", "model.ckpt-0")
+  assert "upcycled %s/model.ckpt-2 into %s" % (dense_dir, upcycled) in log
+  dense = tf.train.load_checkpoint(os.path.join(dense_dir, "model.ckpt-2"))
+  start = tf.train.load_checkpoint(os.path.join(switch_dir, "model.ckpt-0"))
+  ffn = "encoder/block_001/layer_001/DenseReluDense/wo/kernel"
+  experts = start.get_tensor(
+      "encoder/block_000/layer_003/SwitchFeedForward/wo/kernel")
+  for expert in experts:
+    np.testing.assert_array_equal(expert, dense.get_tensor(ffn))
+  assert start.get_tensor("shared/embedding").tolist() == dense.get_tensor(
+      "shared/embedding").tolist()
+  # The routers are new, and the run trained on from there.
+  assert start.has_tensor(
+      "encoder/block_000/layer_003/SwitchFeedForward/router/kernel")
+  assert tf.train.latest_checkpoint(switch_dir).endswith("model.ckpt-2")

@@ -24,6 +24,9 @@ BATCH, INPUT_LENGTH, TARGET_LENGTH = 2, 64, 16
 # output whatever the router says, so the upcycled model must compute the
 # dense model's logits (top-1 would scale each FFN output by its gate).
 TOP_2 = ("mtf_switch.TokensChooseRouter.num_selected_experts = 2",)
+# T5.1.1's FFN (gated GELU: wi_0, wi_1, wo) in the dense layers and experts.
+GEGLU = ("transformer_layers.DenseReluDense.activation = ['gelu', 'linear']",
+         "expert_activation = 'geglu'")
 
 
 def _model(gin_file, bindings=()):
@@ -43,15 +46,19 @@ def _weights(model_dir):
           for n in reader.get_variable_to_shape_map()}
 
 
-@pytest.fixture(scope="module")
-def dense_dir(tmp_path_factory):
+def _dense_checkpoint(model_dir, bindings=()):
   """A dense_tiny checkpoint (fresh weights) with the task's vocabulary."""
-  model_dir = str(tmp_path_factory.mktemp("dense"))
-  job = _job(_model("models/dense_tiny.gin"), model_dir)
+  job = _job(_model("models/dense_tiny.gin", bindings), model_dir)
   with job.sess as sess:
+    os.makedirs(model_dir, exist_ok=True)
     data.write_vocabulary_record(model_dir, TASK)
     checkpoints.save(sess, job.step_graph, model_dir)
   return model_dir
+
+
+@pytest.fixture(scope="module")
+def dense_dir(tmp_path_factory):
+  return _dense_checkpoint(str(tmp_path_factory.mktemp("dense")))
 
 
 def _upcycled(dense_dir, model_dir, bindings=()):
@@ -96,20 +103,28 @@ def test_each_expert_starts_as_its_dense_ffn(dense_dir, tmp_path):
   assert not any(switch[n].any() for n in switch if "_slot_" in n)
 
 
+@pytest.mark.parametrize("activation", [(), GEGLU], ids=["relu", "geglu"])
 def test_with_equal_experts_the_first_output_is_the_dense_models(
-    dense_dir, tmp_path):
-  _upcycled(dense_dir, str(tmp_path), TOP_2)
+    dense_dir, tmp_path, activation):
+  if activation:
+    dense_dir = _dense_checkpoint(str(tmp_path / "dense"), activation)
+  switch_dir = str(tmp_path / "switch")
+  _upcycled(dense_dir, switch_dir, TOP_2 + activation)
   rng = np.random.RandomState(0)
   vocab = data.vocab_size(TASK)
   inputs = rng.randint(1, vocab, (BATCH, INPUT_LENGTH)).astype(np.int32)
   targets = rng.randint(1, vocab, (BATCH, TARGET_LENGTH)).astype(np.int32)
-  want = helpers.mtf_logits(_model("models/dense_tiny.gin"), dense_dir,
-                            inputs, targets)
-  got = helpers.mtf_logits(_model("models/switch_tiny.gin", TOP_2),
-                           str(tmp_path), inputs, targets)
+  want = helpers.mtf_logits(_model("models/dense_tiny.gin", activation),
+                            dense_dir, inputs, targets)
+  got = helpers.mtf_logits(
+      _model("models/switch_tiny.gin", TOP_2 + activation), switch_dir,
+      inputs, targets)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-  # Not trivially: the upcycled model's routers do route.
   assert np.abs(want).max() > 1e-3
+  if activation:  # T5.1.1's names: both input kernels came over
+    switch = _weights(switch_dir)
+    assert {"wi_0", "wi_1", "wo"} <= {
+        n.split("/")[-2] for n in switch if "SwitchFeedForward" in n}
 
 
 @pytest.mark.parametrize("bindings,named", [
