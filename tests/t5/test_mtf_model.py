@@ -9,6 +9,7 @@ import tensorflow.compat.v1 as tf
 
 import mtf_switch.tasks  # noqa: F401  (registers the task)
 from mtf_switch.t5 import mtf_model
+from mtf_switch.training import upcycling
 
 TASK = "mtf_switch_copy_words"
 LENGTHS = {"inputs": 32, "targets": 32}
@@ -110,3 +111,26 @@ def test_export_writes_a_saved_model_that_decodes(trained, tmp_path):
     feed = {signature.inputs["inputs"].name: ["copy: one two"] * 8}
     outputs = sess.run(signature.outputs["outputs"].name, feed)
   assert len(outputs) == 8 and isinstance(outputs[0], bytes)
+
+
+def test_train_starts_from_an_upcycled_dense_checkpoint(tmp_path):
+  """MtfModel.train(init_checkpoint=mtf_switch.upcycled_checkpoint(...)):
+  each expert of switch_tiny starts as the dense_tiny FFN it replaces."""
+  dense_dir = str(tmp_path / "dense")
+  gin.clear_config()
+  gin.parse_config_file("models/dense_tiny.gin")
+  _model(dense_dir).train(TASK, steps=10)
+  gin.clear_config()
+  gin.parse_config_file("models/switch_tiny.gin")
+  path = upcycling.upcycled_checkpoint(dense_dir,
+                                       out_dir=str(tmp_path / "upcycled"))
+  switch_dir = str(tmp_path / "switch")
+  _model(switch_dir).train(TASK, steps=10, init_checkpoint=path)
+  dense = tf.train.load_checkpoint(tf.train.latest_checkpoint(dense_dir))
+  start = tf.train.load_checkpoint(os.path.join(switch_dir, "model.ckpt-0"))
+  experts = start.get_tensor(
+      "decoder/block_000/layer_005/SwitchFeedForward/wi/kernel")
+  for expert in experts:
+    assert (expert == dense.get_tensor(
+        "decoder/block_001/layer_002/DenseReluDense/wi/kernel")).all()
+  assert tf.train.latest_checkpoint(switch_dir).endswith("model.ckpt-10")
