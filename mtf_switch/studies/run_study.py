@@ -5,9 +5,9 @@ r"""Runs a study (models x seeds, see mtf_switch.studies.study) and summarizes i
 
 Each run trains in a child process of its own (gin and memory are
 per-process), resuming from its checkpoints in --work_dir after a kill;
-runs whose curves are already in --results_dir are skipped (a distilled
-student's teacher is trained again when its checkpoint is not in
---work_dir).  After every
+runs whose curves are already in --results_dir are skipped (the run that
+a distilled, upcycled or continued run starts from is trained again when
+its checkpoint is not in --work_dir).  After every
 run the summary (summary.csv, summary.md, validation.png, routing.png) is
 written again.  --quick runs any study in a few minutes (one seed, few
 steps) into <work_dir>/quick, never into the results.
@@ -94,15 +94,15 @@ def main(argv=None):
       print("[%d/%d] %s: done (curve in %s)" % (i + 1, len(runs), name,
                                                  results_dir), flush=True)
       continue
-    teacher = study.teachers.get(model)
-    if teacher and not study_lib.finished_checkpoint(study, teacher, seed,
-                                                     work_dir):
+    source = study.sources.get(model)
+    if source and not study_lib.finished_checkpoint(study, source, seed,
+                                                    work_dir):
       # Its curve is in the results, its checkpoint not in this work dir
       # (another machine ran it): train it again, curve kept aside.
-      print("[%d/%d] %s: training its teacher %s first" % (
-          i + 1, len(runs), name, study_lib.run_name(teacher, seed)),
+      print("[%d/%d] %s: training %s first, which it starts from" % (
+          i + 1, len(runs), name, study_lib.run_name(source, seed)),
             flush=True)
-      _run_child(args, os.path.join(work_dir, "teachers"), teacher, seed)
+      _run_child(args, os.path.join(work_dir, "teachers"), source, seed)
     print("[%d/%d] %s: training %d steps" % (i + 1, len(runs), name,
                                             study.steps), flush=True)
     start = time.time()

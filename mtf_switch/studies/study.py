@@ -53,7 +53,8 @@ class Study:
                eval_every=100, eval_batches=20, batch_size=16,
                input_length=64, target_length=16, learning_rate=1e-2,
                baseline="dense", description="", shuffle_buffer_size=100000,
-               decay_fraction=0.0, teachers=None, ladder=()):
+               decay_fraction=0.0, teachers=None, ladder=(),
+               upcycle_from=None, continue_from=None):
     """Records the study.
 
     Args:
@@ -90,12 +91,21 @@ class Study:
       ladder: models in the order they should improve (for example by
         expert count, Figure 4): the summary says whether each ends clearly
         below the one before it.  Reporting only; no run depends on it.
+      upcycle_from: dict from a Switch model to a dense model, both among
+        `models`: the Switch model starts from the dense model's finished
+        run of the same seed by sparse upcycling (`training.upcycling`),
+        optimizer and step afresh, and trains `steps` more; its curve's
+        steps count the dense run's too.
+      continue_from: dict from a model to another of the same weights: it
+        starts from that model's finished run likewise (weights only), as
+        a baseline for upcycling that trains on in the same way.
 
     Raises:
       ValueError: on an empty model list, a baseline not among the models,
         eval_every not dividing steps, decay_fraction outside [0, 1], a
-        student or teacher not among the models, or a ladder of fewer than
-        two models or with one not among the models.
+        student or teacher (a run and the run it starts from) not among the
+        models or a start from a run that starts from another, or a ladder
+        of fewer than two models or with one not among the models.
     """
     if not models:
       raise ValueError("study %r has no models" % name)
@@ -109,13 +119,24 @@ class Study:
       raise ValueError("decay_fraction=%r must be in [0, 1] (0 keeps the "
                        "learning rate constant)" % (decay_fraction,))
     teachers = dict(teachers or {})
-    for student, teacher in teachers.items():
-      if (student not in models or teacher not in models
-          or teacher in teachers):
-        raise ValueError(
-            "teachers %r of study %r: a student and its teacher must both be "
-            "among the models %s, and a teacher must not be a student"
-            % (teachers, name, sorted(models)))
+    upcycle_from = dict(upcycle_from or {})
+    continue_from = dict(continue_from or {})
+    sources = {}
+    for what, starts in (("teachers", teachers),
+                         ("upcycle_from", upcycle_from),
+                         ("continue_from", continue_from)):
+      for model, source in starts.items():
+        if model not in models or source not in models or model in sources:
+          raise ValueError(
+              "%s %r of study %r: a run and the run it starts from must both "
+              "be among the models %s, and a run starts from one other at "
+              "most" % (what, starts, name, sorted(models)))
+        sources[model] = source
+    if set(sources) & set(sources.values()):
+      raise ValueError(
+          "study %r: %s start from runs that start from others; a run "
+          "starts from a run of its own start only"
+          % (name, sorted(m for m in sources if sources[m] in sources)))
     ladder = list(ladder)
     if ladder and (len(ladder) < 2 or not set(ladder) <= set(models)
                    or len(set(ladder)) < len(ladder)):
@@ -139,6 +160,9 @@ class Study:
     self.decay_fraction = decay_fraction
     self.teachers = teachers
     self.ladder = ladder
+    self.upcycle_from = upcycle_from
+    self.continue_from = continue_from
+    self.sources = sources
 
   def runs(self):
     """(model, seed) of every run, seeds outermost: the first seed of every
@@ -151,7 +175,8 @@ class Study:
                  eval_every, 2, self.batch_size, self.input_length,
                  self.target_length, self.learning_rate, self.baseline,
                  self.description, min(self.shuffle_buffer_size, 1000),
-                 self.decay_fraction, self.teachers, self.ladder)
+                 self.decay_fraction, self.teachers, self.ladder,
+                 self.upcycle_from, self.continue_from)
 
   def learning_rate_at(self, step):
     """The learning rate of a training step (a tf scalar).
@@ -187,6 +212,10 @@ def run_config(study, model, seed):
               decay_fraction=study.decay_fraction)
   if model in study.teachers:
     config["teacher"] = run_config(study, study.teachers[model], seed)
+  for start, starts in (("upcycled_from", study.upcycle_from),
+                        ("continued_from", study.continue_from)):
+    if model in starts:
+      config[start] = run_config(study, starts[model], seed)
   return config
 
 
@@ -308,11 +337,13 @@ def _routing_row(metrics_seen):
 
 class RecordCurve(loop.Action):
   """Every eval_every steps: evaluates the last checkpoint on the held-out
-  batches and appends a curve row (after a SaveCheckpoint action)."""
+  batches and appends a curve row (after a SaveCheckpoint action), its step
+  counted from `offset` (the steps of the run it started from, if any)."""
 
   def __init__(self, study, eval_graph, eval_batches, rows, partial_path,
-               out):
+               out, offset=0):
     super().__init__(study.eval_every, study.steps)
+    self.offset = offset
     self.eval_graph = eval_graph
     self.eval_batches = eval_batches
     self.rows = rows
@@ -333,7 +364,8 @@ class RecordCurve(loop.Action):
 
   def act(self, sess, step, values):
     self._train_seconds += time.time() - self._since
-    row = dict(step=step, train_seconds=round(self._train_seconds, 2),
+    row = dict(step=self.offset + step,
+               train_seconds=round(self._train_seconds, 2),
                train_loss=float(np.mean(self._losses)),
                validation_loss=self.validation_loss())
     row.update(_routing_row(self._metrics))
@@ -354,7 +386,7 @@ class RecordCurve(loop.Action):
     training statistics are lost (left empty); its validation loss is
     measured now."""
     row = {k: "" for k in CURVE_FIELDS}
-    row.update(step=step, train_seconds=self._train_seconds,
+    row.update(step=self.offset + step, train_seconds=self._train_seconds,
                validation_loss=self.validation_loss())
     self._append(row)
 
@@ -362,7 +394,7 @@ class RecordCurve(loop.Action):
     self.rows.append(row)
     write_curve(self.partial_path, self.rows)
     print("  step %d/%d  train loss %s  validation loss %.4f  %.1f s"
-          % (row["step"], self.steps, row["train_loss"] and
+          % (row["step"], self.offset + self.steps, row["train_loss"] and
              "%.4f" % row["train_loss"], row["validation_loss"],
              self._train_seconds), file=self.out, flush=True)
 
@@ -386,16 +418,22 @@ def run(study, model, seed, work_dir, results_dir, out, mesh_shape="",
   partial_path = os.path.join(run_dir, "curve.csv")
   vocab_size = data.vocab_size(study.task)
   model_obj = models_lib.make_model(vocab_size, mesh_shape, layout)
-  teacher_checkpoint = None
   if model in study.teachers:
     model_obj = distillation.Distillation(model_obj)
-    teacher_checkpoint = finished_checkpoint(study, study.teachers[model],
-                                             seed, work_dir)
-    if not teacher_checkpoint:
+  source_checkpoint = None
+  if model in study.sources:
+    source_checkpoint = finished_checkpoint(study, study.sources[model], seed,
+                                            work_dir)
+    if not source_checkpoint:
       raise ValueError(
-          "the teacher of %s has no finished run (step %d) in %s: train it "
-          "first (run_study does)" % (run_name(model, seed), study.steps,
-                                      work_dir))
+          "%s starts from %s, which has no finished run (step %d) in %s: "
+          "train it first (run_study does)" % (
+              run_name(model, seed), run_name(study.sources[model], seed),
+              study.steps, work_dir))
+  # An upcycled or continued run trains on where its source stopped: the
+  # next batches, its steps counted after the source's.
+  offset = study.steps if model in study.sources and (
+      model not in study.teachers) else 0
   lengths = (study.batch_size,) + data.step_lengths(
       study.task, study.input_length, study.target_length)
   mesh = dict(mesh_shape=mesh_shape, layout=layout,
@@ -407,6 +445,11 @@ def run(study, model, seed, work_dir, results_dir, out, mesh_shape="",
       **mesh)
   eval_graph = step_lib.build_step_graph(model_obj, *lengths, train=False,
                                          seed=seed, **mesh)
+  start_from = None
+  if source_checkpoint:  # checked against the checkpoint now
+    start = (loop.upcycled_start if model in study.upcycle_from
+             else loop.fine_tuned_start)
+    start_from = start(model_obj, train_graph, source_checkpoint)
   # One data seed for every model: the same batches for all models of a
   # seed (the run's graph seed, current when the training batches are
   # made, also sets their order; the evaluation batches are the same for
@@ -420,18 +463,22 @@ def run(study, model, seed, work_dir, results_dir, out, mesh_shape="",
   with sess, cluster.lost_tasks(run_dir):
     done = int(sess.run(train_graph.global_step))
     # Rows past the checkpoint belong to steps that will run again.
-    rows = ([r for r in read_curve(partial_path) if r["step"] <= done]
+    rows = ([r for r in read_curve(partial_path)
+             if r["step"] <= offset + done]
             if checkpoint and os.path.exists(partial_path) else [])
     if checkpoint:
       print("  resuming from %s (step %d)" % (checkpoint, done), file=out,
             flush=True)
-    elif teacher_checkpoint:
-      _start_student(sess, train_graph, model_obj, teacher_checkpoint, out)
+    elif start_from:
+      print("  " + start_from(sess), file=out, flush=True)
+      if model in study.teachers:
+        print("  distilling from %s" % source_checkpoint, file=out,
+              flush=True)
     batches = data.task_batches(study.task, "train", *lengths, repeat=True,
-                                skip_batches=done, **shuffled)
+                                skip_batches=offset + done, **shuffled)
     record = RecordCurve(study, eval_graph, eval_batches, rows, partial_path,
-                         out)
-    if done and (not rows or rows[-1]["step"] < done):
+                         out, offset)
+    if done and (not rows or rows[-1]["step"] < offset + done):
       record.fill_in(done)
     loop.train(sess, train_graph, batches, study.steps, [
         loop.StopOnNonFinite(study.steps, run_dir),
@@ -440,12 +487,3 @@ def run(study, model, seed, work_dir, results_dir, out, mesh_shape="",
         record])
   write_curve(curve_path(results_dir, model, seed), rows)
   return rows
-
-
-def _start_student(sess, train_graph, model, teacher_checkpoint, out):
-  """Restores a distillation's teacher and the student's non-expert
-  weights from the teacher's checkpoint."""
-  checkpoints.restore_weights(
-      sess, train_graph, teacher_checkpoint,
-      loop.init_assignment(model, train_graph, teacher_checkpoint))
-  print("  distilling from %s" % teacher_checkpoint, file=out, flush=True)

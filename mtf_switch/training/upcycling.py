@@ -159,7 +159,10 @@ def restore(sess, step_graph, checkpoint, copies):
   reader = tf.train.load_checkpoint(checkpoint)
   masters = {w.op.name: w for w in step_graph.weights}
   for copy in copies:
-    masters[copy.name].load(value(reader, copy), sess)
+    master = masters[copy.name]
+    # The initializer, fed the value: no new op in a built graph.
+    sess.run(master.initializer,
+             {master.initial_value: value(reader, copy)})
   sess.run(step_graph.init_ops[-1])  # masters to slices
 
 

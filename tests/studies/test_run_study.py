@@ -140,10 +140,34 @@ def test_a_student_is_distilled_from_its_teachers_run(tmp_path):
   os.remove(tmp_path / "results" / "curves" / "student-seed1.csv")
   teacher_curve = _curve(tmp_path, "switch_4-seed1")
   out = _run(_command(study_file, tmp_path))
-  assert "student-seed1: training its teacher switch_4-seed1 first" in out
+  assert ("student-seed1: training switch_4-seed1 first, which it starts "
+          "from" in out)
   assert "distilling from %s" % teacher in out
   assert _curve(tmp_path, "switch_4-seed1") == teacher_curve
   assert _curve(tmp_path, "student-seed1")[0]["validation_loss"]
+
+
+@pytest.mark.slow
+def test_upcycled_and_continued_runs_train_on_from_the_dense_run(tmp_path):
+  models = {"dense": ["models/lm_dense_small.gin"] + _TINY,
+            "upcycled": ["models/lm_switch_small.gin", "num_experts = 4",
+                         "mtf_switch.SwitchFeedForward.group_size = 32"]
+                        + _TINY,
+            "more": ["models/lm_dense_small.gin"] + _TINY}
+  study_file = tmp_path / "tiny.gin"
+  study_file.write_text(
+      STUDY % dict(models=models, steps=2, eval_every=2)
+      + 'mtf_switch.Study.upcycle_from = {"upcycled": "dense"}\n'
+      'mtf_switch.Study.continue_from = {"more": "dense"}\n'
+      'mtf_switch.Study.baseline = "more"\n')
+  out = _run(_command(str(study_file), tmp_path), clean_logs=True)
+  dense = tmp_path / "work" / "tiny" / "dense-seed1" / "model.ckpt-2"
+  assert "weights upcycled from %s" % dense in out
+  assert "weights from %s (optimizer state" % dense in out
+  # Their curves go on from the dense run's last step.
+  for run in ("upcycled-seed1", "more-seed1"):
+    assert [int(r["step"]) for r in _curve(tmp_path, run)] == [4]
+  assert [int(r["step"]) for r in _curve(tmp_path, "dense-seed1")] == [2]
 
 
 def _refused(tmp_path, study_file):

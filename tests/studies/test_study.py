@@ -24,11 +24,21 @@ def test_bad_studies_are_refused():
     study_lib.Study(name="s", models={"dense": []}, steps=1000,
                     eval_every=300)
   models = {"dense": [], "switch": [], "student": []}
-  for teachers in ({"student": "switch_8"}, {"pupil": "switch"},
-                   {"student": "switch", "switch": "dense"}):
-    with pytest.raises(ValueError, match=r"a student and its teacher must "
-                       r"both be among the models"):
+  for teachers in ({"student": "switch_8"}, {"pupil": "switch"}):
+    with pytest.raises(ValueError, match=r"teachers .*: a run and the run it "
+                       r"starts from must both be among the models"):
       study_lib.Study(name="s", models=models, teachers=teachers)
+  # A run starts from one other, which starts from none.
+  with pytest.raises(ValueError, match=r"upcycle_from .* starts from one "
+                     r"other at most"):
+    study_lib.Study(name="s", models=models, teachers={"student": "switch"},
+                    upcycle_from={"student": "dense"})
+  for starts in (dict(teachers={"student": "switch", "switch": "dense"}),
+                 dict(upcycle_from={"switch": "dense"},
+                      continue_from={"student": "switch"})):
+    with pytest.raises(ValueError, match=r"\['student'\] start from runs "
+                       r"that start from others"):
+      study_lib.Study(name="s", models=models, **starts)
 
 
 def test_a_students_run_config_holds_its_teachers():
@@ -38,6 +48,17 @@ def test_a_students_run_config_holds_its_teachers():
   config = study_lib.run_config(study, "student", 2)
   assert config["teacher"] == study_lib.run_config(study, "switch", 2)
   assert "teacher" not in study_lib.run_config(study, "switch", 2)
+
+
+def test_an_upcycled_runs_config_holds_its_sources():
+  study = study_lib.Study(name="s", models={"dense": [], "switch": ["a"],
+                                            "more": []},
+                          upcycle_from={"switch": "dense"},
+                          continue_from={"more": "dense"})
+  dense = study_lib.run_config(study, "dense", 1)
+  assert study_lib.run_config(study, "switch", 1)["upcycled_from"] == dense
+  assert study_lib.run_config(study, "more", 1)["continued_from"] == dense
+  assert study.quick().sources == {"switch": "dense", "more": "dense"}
 
 
 def test_a_run_dir_of_another_configuration_is_refused(tmp_path):
