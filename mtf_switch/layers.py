@@ -264,7 +264,8 @@ class SwitchFeedForward(transformer.TransformerLayer):
                min_capacity=4,
                expert_dropout_rate=0.0,
                dispatch_mode="einsum",
-               dropless_eval=False):
+               dropless_eval=False,
+               num_shared_experts=0):
     """Creates a SwitchFeedForward.
 
     Args:
@@ -324,6 +325,11 @@ class SwitchFeedForward(transformer.TransformerLayer):
                                   "capacity_factor_eval")
     routing.check_min_capacity(min_capacity)
     routing.check_rate(expert_dropout_rate, "expert_dropout_rate")
+    if not (isinstance(num_shared_experts, int)
+            and not isinstance(num_shared_experts, bool)
+            and num_shared_experts >= 0):
+      raise ValueError("num_shared_experts must be an int >= 0 (0: none), "
+                       "got %r" % (num_shared_experts,))
     self.num_experts = num_experts
     self.hidden_size = hidden_size
     self.activation = activation
@@ -335,6 +341,7 @@ class SwitchFeedForward(transformer.TransformerLayer):
     self.expert_dropout_rate = expert_dropout_rate
     self.dispatch_mode = dispatch_mode
     self.dropless_eval = dropless_eval
+    self.num_shared_experts = num_shared_experts
     self._dispatcher = _DISPATCHERS[dispatch_mode]
 
   def call(self, context, x, losses=None):
@@ -357,7 +364,27 @@ class SwitchFeedForward(transformer.TransformerLayer):
     # [groups, group_size, d_model]
     outputs = self._dispatcher(self, context, grouped, instructions,
                                experts_dim, capacity)
-    return mtf.reshape(outputs, x.shape)
+    outputs = mtf.reshape(outputs, x.shape)
+    if self.num_shared_experts:
+      outputs += self._shared_experts(context, x)
+    return outputs
+
+  def _shared_experts(self, context, x):
+    """The shared experts' summed output: one FFN num_shared_experts x
+    hidden_size wide is the sum of that many FFNs of hidden_size."""
+    hidden_dim = mtf.Dimension("d_ff",
+                               self.num_shared_experts * self.hidden_size)
+    with tf.variable_scope("shared"):
+      h = mtf.layers.dense_product(
+          x, reduced_dims=x.shape.dims[-1:], new_dims=hidden_dim,
+          activation_functions=ACTIVATIONS[self.activation], use_bias=False,
+          variable_dtype=context.variable_dtype, name="wi")
+      if context.train and self.expert_dropout_rate:
+        h = mtf.dropout(h, context.train,
+                        keep_prob=1.0 - self.expert_dropout_rate)
+      return mtf.layers.dense(
+          h, x.shape.dims[-1:], reduced_dims=[hidden_dim], use_bias=False,
+          variable_dtype=context.variable_dtype, name="wo")
 
   @property
   def evaluates_dropless(self):

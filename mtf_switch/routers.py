@@ -136,7 +136,9 @@ class TokensChooseRouter(Router):
     """Records the router's settings.
 
     Args:
-      num_selected_experts: 1 (Switch) or 2 (top-2 MoE).
+      num_selected_experts: 1 (Switch), 2 (top-2 MoE), or m x k for
+        fine-grained experts (DeepSeekMoE: m times the experts at d_ff / m);
+        the gates of k >= 2 choices are renormalized to sum to one.
       policy: one of `routing.POLICIES`.
       jitter_eps: epsilon of the input_jitter policy (Section 2.4: 1e-2).
       dropout_rate: dropout rate of the input_dropout policy.

@@ -1,7 +1,7 @@
 """Routing math of the Switch Transformer on Mesh-TensorFlow tensors.
 
 Pure functions, no variables but the router's: router logits, exploration
-policies, top-1 (Switch) and top-2 (MoE baseline) assignment with expert
+policies, top-1 (Switch), top-2 (MoE baseline) and top-k assignment with expert
 capacity, the dispatch and combine tensors, the auxiliary losses, the
 routing metrics, and the checks of the routing settings (one function per
 rule).  The router objects that use them are in `mtf_switch.routers`.  Section numbers refer to Fedus, Zoph and Shazeer, "Switch
@@ -31,7 +31,7 @@ from mtf_switch import guard
 # in training only; evaluation always routes by argmax.
 POLICIES = ("argmax", "input_jitter", "input_dropout", "sample")
 
-# Small positive number that keeps renormalized top-2 gates finite.
+# Small positive number that keeps renormalized top-k gates finite.
 _EPSILON = 1e-9
 
 Assignment = collections.namedtuple(
@@ -42,7 +42,7 @@ Attributes (all [groups, group_size]):
   expert_index: int32, the chosen expert.
   position: int32, the slot in that expert's buffer (may be >= capacity).
   fits: float32, 1 if the token got its slot, 0 if dropped or padding.
-  gate: float32, the gate value (renormalized over the choices for top-2).
+  gate: float32, the gate value (renormalized over the choices for k >= 2).
 
 A router's assignments before the capacity cut (`instructions` makes it)
 have float32 positions and `fits` 1 for every token routed at all.
@@ -80,12 +80,16 @@ def check_min_capacity(min_capacity):
 
 
 def check_num_selected_experts(num_selected_experts, num_experts=None):
-  """Raises ValueError unless 1 or 2 experts per token, and not more than
-  there are experts."""
-  if num_selected_experts not in (1, 2) or (
-      num_experts is not None and num_selected_experts > num_experts):
+  """Raises ValueError unless an int k >= 1, and not more than there are
+  experts: 1 is Switch, 2 the top-2 MoE, more the fine-grained experts of
+  DeepSeekMoE (m x the experts at d_ff / m, top-(m k))."""
+  if not (isinstance(num_selected_experts, int)
+          and not isinstance(num_selected_experts, bool)
+          and num_selected_experts >= 1) or (
+              num_experts is not None and num_selected_experts > num_experts):
     raise ValueError(
-        "num_selected_experts must be 1 (Switch) or 2 (top-2 MoE)%s, got %r"
+        "num_selected_experts must be an int >= 1 (1: Switch, 2: top-2 MoE, "
+        "m x k: fine-grained experts)%s, got %r"
         % ("" if num_experts is None
            else " and at most num_experts=%d" % num_experts,
            num_selected_experts))
@@ -211,16 +215,17 @@ def route(logits, num_selected_experts, capacity, nonpadding=None,
           policy="argmax", train=False, activation_dtype=tf.float32,
           aux_loss_coef=1e-2, z_loss_coef=0.0, one_hot_tensors=True,
           batch_prioritized=False, passes=1, score_bias=None):
-  """Tokens choose their experts: top-1 (Switch) or top-2 (MoE baseline).
+  """Tokens choose their experts: top-1 (Switch), top-2 (MoE baseline) or
+  top-k (fine-grained experts).
 
   Top-1 is the Switch layer of Section 2.1; top-2 the MoE baseline with
-  its gates renormalized to sum to one.  See `top_k_assignments` for the
+  its gates renormalized to sum to one, as are top-k's.  See `top_k_assignments` for the
   slots and `instructions` for what is built from them.
 
   Args:
     logits: [groups, group_size, experts] router logits, float32 (or the
       activation dtype; see `router_probs`).
-    num_selected_experts: 1 (Switch) or 2 (top-2 MoE); see
+    num_selected_experts: 1 (Switch), 2 (top-2 MoE) or more; see
       `check_num_selected_experts`.
     capacity: int, slots per expert and group (see `expert_capacity`).
     nonpadding: optional [groups, group_size], 1 for real tokens, 0 for
@@ -313,8 +318,10 @@ def top_k_assignments(scores, probs, num_selected_experts, nonpadding,
     masks.append(mask)
     positions.append(mtf.reduce_sum(position * mask, reduced_dim=experts_dim))
     scores -= mask * 1e9  # the next choice is another expert
-  if num_selected_experts == 2:
-    total = gates[0] + gates[1] + _EPSILON
+  if num_selected_experts >= 2:
+    total = _EPSILON
+    for gate in gates:
+      total += gate
     gates = [g / total for g in gates]
   assignments = [
       Assignment(expert_index=index, position=position,

@@ -218,7 +218,7 @@ def weights_by_role(variables, num_experts):
   by variable name in run_layer's {name: (value, dims)}."""
   def ordered(name, dim_order):
     (value, dims), = [(v, d) for n, (v, d) in variables.items()
-                      if n.endswith(name)]
+                      if n.endswith(name) and "/shared/" not in n]
     return np.transpose(value, [dims.index(d) for d in dim_order])
   weights = {"router_w": ordered("router/kernel",
                                  ["d_model", "experts_unsplit"])}
@@ -231,6 +231,18 @@ def weights_by_role(variables, num_experts):
   weights["wo"] = ordered("wo/kernel", ["experts", "d_ff", "d_model"])
   assert weights["wo"].shape[0] == num_experts
   return weights
+
+
+def shared_ffn(x, variables):
+  """The numpy output of a Switch layer's shared experts (ReLU) on x
+  [..., d_model], from run_layer's {name: (value, dims)}."""
+  def ordered(name, dim_order):
+    (value, dims), = [(v, d) for n, (v, d) in variables.items()
+                      if n.endswith("/shared/" + name)]
+    return np.transpose(value, [dims.index(d) for d in dim_order])
+  wi = ordered("wi/kernel", ["d_model", "d_ff"])
+  wo = ordered("wo/kernel", ["d_ff", "d_model"])
+  return np.maximum(x @ wi, 0.0) @ wo
 
 
 TINY_SWITCH_LM = """

@@ -45,7 +45,7 @@ def route(logits, k, capacity, nonpadding=None, aux_loss_coef=1e-2,
   for g in range(num_groups):
     order = np.argsort(-probs[g], axis=-1, kind="stable")[:, :k]
     gates = np.take_along_axis(probs[g], order, axis=-1)
-    if k == 2:
+    if k >= 2:
       gates = gates / gates.sum(-1, keepdims=True)
     fill = np.zeros(num_experts, int)
     queue = range(group_size)

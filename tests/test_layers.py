@@ -47,6 +47,42 @@ def test_layer_matches_numpy_reference(k, activation, capacity_factor):
   assert np.all(got["y"][unrouted] == 0)
 
 
+@pytest.mark.parametrize("dispatch_mode", ["einsum", "index", "dropless"])
+@pytest.mark.parametrize("k,num_shared", [(3, 0), (4, 0), (3, 1), (1, 2)])
+def test_fine_grained_and_shared_experts_match_numpy(dispatch_mode, k,
+                                                     num_shared):
+  """Top-k beyond 2 (fine-grained experts) and shared experts
+  (DeepSeekMoE): the routed experts as the numpy reference, plus the
+  shared experts' FFN on every token, padding included."""
+  rng = np.random.RandomState(11)
+  x = rng.randn(BATCH, LENGTH, D_MODEL)
+  sequence_id = np.ones((BATCH, LENGTH), np.int32)
+  sequence_id[0, 6:] = 0
+  capacity_factor = 1.0 * k  # room for about every choice, some drops
+  layer = _layer(num_selected_experts=k, capacity_factor_train=capacity_factor,
+                 num_shared_experts=num_shared, dispatch_mode=dispatch_mode)
+  got, variables = _run_layer(layer, x, sequence_id)
+  capacity = (LENGTH if dispatch_mode == "dropless" else
+              max(int(np.ceil(LENGTH * capacity_factor / 4)), 1))
+  want_y, _ = numpy_reference.switch_layer(
+      x, k=k, capacity=capacity, group_size=LENGTH,
+      nonpadding=(sequence_id > 0).astype(float),
+      **helpers.weights_by_role(variables, 4))
+  if num_shared:
+    want_y += helpers.shared_ffn(x, variables)
+    assert variables[next(n for n in variables if "/shared/wi" in n)][
+        0].shape == (D_MODEL, num_shared * helpers.D_FF)
+  else:
+    assert not [n for n in variables if "/shared/" in n]
+  np.testing.assert_allclose(got["y"], want_y, rtol=1e-4, atol=1e-5)
+
+
+def test_a_bad_number_of_shared_experts_is_refused():
+  with pytest.raises(ValueError, match=r"num_shared_experts must be an int "
+                     r">= 0 \(0: none\), got -1"):
+    _layer(num_shared_experts=-1)
+
+
 def _numpy_router_gradient(x, weights, objective_weights, eps=1e-6,
                            **layer_args):
   """d(sum(y * objective_weights) + aux loss) / d(router kernel) by central
@@ -352,7 +388,7 @@ def test_bfloat16_tiny_model_loss_and_gradients_close_to_float32():
     (dict(policy="softmax"), r"unknown router policy 'softmax'"),
     (dict(activation="swish"), r"activation must be one of .*'swish'"),
     (dict(num_experts=0), r"num_experts must be an int >= 1, got 0"),
-    (dict(num_selected_experts=3), r"num_selected_experts .* got 3"),
+    (dict(num_selected_experts=0), r"num_selected_experts must be an int >= 1 .* got 0"),
     (dict(expert_dropout_rate=1.0), r"expert_dropout_rate must be in"),
     (dict(dispatch_mode="scatter"), r"dispatch_mode must be one of .*'scatter'"),
     (dict(min_capacity=0), r"min_capacity must be an int >= 1 .*got 0"),

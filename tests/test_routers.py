@@ -15,7 +15,7 @@ from mtf_switch.training import step as step_lib
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(num_selected_experts=3), r"num_selected_experts .* got 3"),
+    (dict(num_selected_experts=0), r"num_selected_experts must be an int >= 1 .* got 0"),
     (dict(policy="gumbel"), r"'gumbel'.*argmax, input_jitter"),
     (dict(dropout_rate=1.5), r"dropout_rate must be in \[0, 1\), got 1.5"),
     (dict(aux_loss_coef=-0.01), r"aux_loss_coef must be >= 0.*-0.01"),

@@ -177,6 +177,11 @@ def _dense_activation(activation):
 
 
 def _check_switch(layer):
+  if layer.num_shared_experts:
+    raise ValueError(
+        "HuggingFace's SwitchTransformers has no shared experts; this "
+        "model's Switch layers have %d (mtf_switch.SwitchFeedForward."
+        "num_shared_experts)" % layer.num_shared_experts)
   router = layer.router
   if type(router) is not routers.TokensChooseRouter:  # pylint: disable=unidiomatic-typecheck
     raise ValueError("HuggingFace routes with top-1 tokens-choose routing; "

@@ -13,8 +13,10 @@ in (block, layer) order are paired one to one.  A Switch stack of
 thus takes T5.1.1's blocks of one attention and one FFN two at a time.  A
 SwitchFeedForward's `wi` (or `wi_0`, `wi_1`) and `wo` kernels
 [experts, ...] take the paired DenseReluDense's kernels of the same name,
-one copy per expert; its router (and a BiasBalancedRouter's bias) is not
-in the dense model and keeps its initialization.
+one copy per expert; its shared experts' FFN (`shared/wi`, `shared/wo`)
+takes them as they are, if it is as wide; its router (and a
+BiasBalancedRouter's bias) is not in the dense model and keeps its
+initialization.
 
 `plan` checks the pairing and the shapes before anything is written;
 `restore` loads a plan into a session's weights (the main job, the study
@@ -40,8 +42,10 @@ from mtf_switch.training import checkpoints
 _SUBLAYER = re.compile(r"^(?P<stack>.+?)/block_(?P<block>\d+)/"
                        r"layer_(?P<layer>\d+)/(?P<kind>[^/]+)/(?P<rest>.+)$")
 SWITCH, DENSE_FFN, _NORM = "SwitchFeedForward", "DenseReluDense", "rms_norm"
-# A SwitchFeedForward's weights that are not in the dense model.
+# A SwitchFeedForward's weights that are not in the dense model, and the
+# scope of its shared experts (one dense FFN).
 _NEW = re.compile(r"^router/")
+_SHARED = "shared/"
 
 Copy = collections.namedtuple("Copy", ["name", "source", "experts"])
 Copy.__doc__ = """One weight of the upcycled model.
@@ -122,27 +126,38 @@ def plan(weights, checkpoint):
   pairs = _pairing(weights, shapes, checkpoint)
   copies = []
   for name, shape in sorted(weights.items()):
-    m = _SUBLAYER.match(name)
-    switch = m and m["kind"] == SWITCH
-    if switch and _NEW.match(m["rest"]):
-      continue  # the router starts afresh
-    source = name
-    if m:
-      kind = DENSE_FFN if switch else m["kind"]
-      sublayer = _sublayer_name(m["stack"], int(m["block"]), int(m["layer"]))
-      source = "%s/%s/%s" % (pairs[sublayer], kind, m["rest"])
-    if source not in shapes:
+    source = _source(name, shape, pairs)
+    if source is None:
+      continue  # a router starts afresh
+    if source.source not in shapes:
       raise ValueError("%s cannot be upcycled into this model: it has no %s "
-                       "(for %s)" % (checkpoint, source, name))
-    experts = shape[0] if switch else 0
-    want = list(shape[1:]) if switch else list(shape)
-    if list(shapes[source]) != want:
+                       "(for %s)" % (checkpoint, source.source, name))
+    want = list(shape[1:]) if source.experts else list(shape)
+    if list(shapes[source.source]) != want:
       raise ValueError(
           "%s cannot be upcycled into this model: %s is %s there; %s (%s) "
-          "needs %s" % (checkpoint, source, shapes[source], name, shape,
-                        want if switch else "the same shape"))
-    copies.append(Copy(name, source, experts))
+          "needs %s" % (checkpoint, source.source, shapes[source.source],
+                        name, shape,
+                        want if source.experts else "the same shape"))
+    copies.append(source)
   return copies
+
+
+def _source(name, shape, pairs):
+  """The Copy of one Switch-model weight (None for a router's), its
+  source not yet checked."""
+  m = _SUBLAYER.match(name)
+  if not m:
+    return Copy(name, name, 0)  # embeddings, final norms, logits
+  prefix = pairs[_sublayer_name(m["stack"], int(m["block"]), int(m["layer"]))]
+  if m["kind"] != SWITCH:
+    return Copy(name, "%s/%s/%s" % (prefix, m["kind"], m["rest"]), 0)
+  if _NEW.match(m["rest"]):
+    return None
+  if m["rest"].startswith(_SHARED):  # one FFN, as the dense one
+    return Copy(name, "%s/%s/%s" % (prefix, DENSE_FFN,
+                                    m["rest"][len(_SHARED):]), 0)
+  return Copy(name, "%s/%s/%s" % (prefix, DENSE_FFN, m["rest"]), shape[0])
 
 
 def value(reader, copy):

@@ -199,6 +199,8 @@ def test_shapes_huggingface_cannot_express_are_refused(tmp_path):
       ("mtf_switch.SwitchFeedForward.router = "
        "@mtf_switch.BiasBalancedRouter()",
        "this model's router is a BiasBalancedRouter"),
+      ("mtf_switch.SwitchFeedForward.num_shared_experts = 1",
+       "no shared experts; this model's Switch layers have 1"),
       ("mtf_switch.SwitchFeedForward.hidden_size = 96",
        r"one d_ff for every layer; this model has \[96, 128\]")]:
     with pytest.raises(ValueError, match=message):

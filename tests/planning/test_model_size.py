@@ -156,3 +156,34 @@ def test_the_command_refuses_bad_values_in_one_line():
       "mtf_switch.planning.model_size", *model, "--gin_param",
       "mtf_switch.TokensChooseRouter.num_selected_experts = 9") == (
           "num_selected_experts must be 1 (Switch) or 2 (top-2 MoE), got 9")
+
+
+def _tiny_size(bindings):
+  gin.clear_config()
+  gin.parse_config_files_and_bindings(["models/switch_tiny.gin"], bindings)
+  return model_size.count(input_length=64, target_length=16)
+
+
+def test_fine_grained_and_shared_experts_keep_the_flops_and_parameters():
+  """DeepSeekMoE's segmentation of switch_tiny's 4 experts of d_ff 128
+  (top-1): 16 experts of 32, top-4; or 1 shared and 15 routed experts of
+  32, top-3.  Same FLOPs and parameters; the shared expert is dense."""
+  switch = _tiny_size([])
+  fine = _tiny_size(["num_experts = 16",
+                     "mtf_switch.SwitchFeedForward.hidden_size = 32",
+                     "mtf_switch.TokensChooseRouter.num_selected_experts = 4"])
+  shared = _tiny_size(["num_experts = 15",
+                       "mtf_switch.SwitchFeedForward.hidden_size = 32",
+                       "mtf_switch.SwitchFeedForward.num_shared_experts = 1",
+                       "mtf_switch.TokensChooseRouter.num_selected_experts = 3"])
+  for size in (fine, shared):
+    assert size.flops_per_seq == switch.flops_per_seq
+  # Only the routers' d_model x experts differ.
+  d_model, switch_layers = 64, 2
+  assert fine.total_params - switch.total_params == (
+      switch_layers * d_model * (16 - 4))
+  assert shared.total_params - switch.total_params == (
+      switch_layers * d_model * (15 - 4))
+  # 2 layers x (d_model x 32 in + 32 x d_model out) of shared expert.
+  assert switch.expert_params - shared.expert_params == (
+      switch_layers * 2 * d_model * 32)

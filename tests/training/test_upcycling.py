@@ -202,3 +202,15 @@ def test_the_main_job_upcycles_and_trains(dense_dir, tmp_path):
                       dense_dir)
   assert refused.returncode == 2
   assert "not --init_checkpoint and --upcycle_from" in refused.stderr
+
+
+def test_shared_experts_start_as_the_dense_ffn(dense_dir, tmp_path):
+  _upcycled(dense_dir, str(tmp_path),
+            ["mtf_switch.SwitchFeedForward.num_shared_experts = 1"])
+  dense, switch = _weights(dense_dir), _weights(str(tmp_path))
+  for kernel in ("wi", "wo"):
+    np.testing.assert_array_equal(
+        switch["encoder/block_000/layer_003/SwitchFeedForward/shared/%s/"
+               "kernel" % kernel],
+        dense["encoder/block_001/layer_001/DenseReluDense/%s/kernel"
+              % kernel])
