@@ -31,6 +31,7 @@ from mtf_switch import routing
 
 # mtf.Graph -> {metric name: mtf.Tensor}; see `routing_metrics`.
 _METRICS = weakref.WeakKeyDictionary()
+_ROUTES = weakref.WeakKeyDictionary()  # graph -> {scope: assignments}
 
 # Above this many experts a layer exports only the max and min of its
 # per-expert token fractions to TensorBoard.
@@ -38,6 +39,17 @@ _MAX_PER_EXPERT_SUMMARIES = 64
 
 # GEGLU: a GELU branch times a linear branch (the paper's T5 models).
 ACTIVATIONS = {"relu": "relu", "geglu": ["gelu", "linear"]}
+
+
+def routes(graph):
+  """The routing that Switch layers recorded on an mtf graph, by index.
+
+  Returns:
+    dict from layer scope to its list of routing.Assignment (one per
+    choice, after the capacity cut: [groups, group_size] each, the groups'
+    tokens in the layer input's order), in layer order.
+  """
+  return dict(_ROUTES.get(graph, {}))
 
 
 def routing_metrics(graph):
@@ -361,6 +373,8 @@ class SwitchFeedForward(transformer.TransformerLayer):
         context.variable_dtype, x.dtype,
         one_hot_tensors=self._dispatcher.one_hot_tensors)
     self._record(context, instructions.metrics)
+    _ROUTES.setdefault(context.mesh.graph, {})[
+        tf.get_variable_scope().name] = instructions.assignments
     # [groups, group_size, d_model]
     outputs = self._dispatcher(self, context, grouped, instructions,
                                experts_dim, capacity)

@@ -363,3 +363,26 @@ def test_upcycling_through_the_t5_binary(tmp_path):
   assert start.has_tensor(
       "encoder/block_000/layer_003/SwitchFeedForward/router/kernel")
   assert tf.train.latest_checkpoint(switch_dir).endswith("model.ckpt-2")
+
+
+@pytest.mark.slow
+def test_dump_routes_reads_a_t5_binary_checkpoint(trained_dir, tmp_path):
+  """dump_routes on T5's checkpoint (bfloat16 weights, read as float32):
+  a trained copying model routes every real token of each layer."""
+  model_dir, state = trained_dir
+  out = str(tmp_path / "routes")
+  done = subprocess.run(
+      [sys.executable, "-m", "mtf_switch.training.dump_routes",
+       "--model_dir", state["latest"], "--out", out, "--examples", "8",
+       "--gin_file", "models/switch_tiny.gin", "--task",
+       "mtf_switch_copy_words", "--input_length", "32", "--target_length",
+       "32"], capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert done.returncode == 0, done.stderr[-3000:]
+  with open(os.path.join(out, "routes.tsv")) as f:
+    rows = f.read().splitlines()[1:]
+  layers = {row.split("\t")[5] for row in rows}
+  assert layers == {"encoder/block_000/layer_003/SwitchFeedForward",
+                    "decoder/block_000/layer_005/SwitchFeedForward"}
+  # A trained router spreads the tokens over more than one expert.
+  assert len({row.split("\t")[7] for row in rows}) > 1
