@@ -201,7 +201,8 @@ Attributes:
     (1: chance; NaN where the layer saw no token of the kind).
   experts: [experts] int, first-choice tokens each expert took.
   top_tokens: list per expert of (piece, count, lift) of its tokens most
-    over-represented against chance, at least `min_count` times.
+    over-represented against chance (lift > 1), at least `min_count`
+    times.
 """
 
 
@@ -216,7 +217,10 @@ def specialization(rows, num_experts, min_count=3, top=5):
   for r in rows:
     if r["choice"] == 0:
       by_layer[r["layer"]].append(r)
-  for layer, layer_rows in sorted(by_layer.items()):
+  # The encoder's layers first, then the decoder's, each in order.
+  for layer, layer_rows in sorted(by_layer.items(),
+                                  key=lambda kv: (kv[0].split("/")[0] !=
+                                                  "encoder", kv[0])):
     kinds = np.zeros((num_experts, len(KINDS)))
     tokens = collections.Counter()
     per_expert = [collections.Counter() for _ in range(num_experts)]
@@ -234,7 +238,8 @@ def specialization(rows, num_experts, min_count=3, top=5):
     for e, counts in enumerate(per_expert):
       scored = [(piece, n, (n / experts[e]) / (tokens[piece] / total))
                 for piece, n in counts.items() if n >= min_count]
-      top_tokens.append(sorted(scored, key=lambda t: (-t[2], -t[1]))[:top])
+      over = [t for t in scored if t[2] > 1]  # beyond chance only
+      top_tokens.append(sorted(over, key=lambda t: (-t[2], -t[1]))[:top])
     found.append(Specialization(layer, lift, experts.astype(int),
                                 top_tokens))
   return found
@@ -245,13 +250,14 @@ def _short(layer):
 
 
 def plot(found, path):
-  """One heatmap per layer: experts x token kinds, log2 of the lift."""
+  """One heatmap per layer: experts x token kinds, the lift on a log2
+  scale (written in the cells for up to 16 experts)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
   figure, axes = pyplot.subplots(
-      1, len(found), figsize=(3.2 * len(found) + 1, 4), squeeze=False)
-  for ax, s in zip(axes[0], found):
+      1, len(found), figsize=(3.4 * len(found) + 1.5, 4.5), squeeze=False)
+  for i, (ax, s) in enumerate(zip(axes[0], found)):
     with np.errstate(divide="ignore"):  # a kind an expert never took
       log_lift = np.log2(s.lift)
     image = ax.imshow(log_lift, cmap="RdBu_r", vmin=-2, vmax=2,
@@ -259,11 +265,19 @@ def plot(found, path):
     ax.set_title(_short(s.layer), fontsize=8)
     ax.set_xticks(range(len(KINDS)))
     ax.set_xticklabels(KINDS, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("expert")
+    ax.set_yticks(range(len(s.experts)))
+    ax.tick_params(axis="y", labelsize=7)
+    if not i:
+      ax.set_ylabel("expert")
+    if len(s.experts) <= 16:
+      for (e, k), lift in np.ndenumerate(s.lift):
+        if np.isfinite(lift):
+          ax.text(k, e, "%.1f" % lift, ha="center", va="center", fontsize=6)
   figure.colorbar(image, ax=axes[0].tolist(),
-                  label="log2(share of kind among the expert's tokens / "
-                        "among all)")
-  figure.suptitle("What each expert takes beyond chance (first choices)")
+                  label="log2 lift: share among the expert's tokens / "
+                        "share among all")
+  figure.suptitle("Token kinds each expert takes beyond chance (first "
+                  "choices; 1.0 is chance)", fontsize=10)
   figure.savefig(path, dpi=110, bbox_inches="tight")
   pyplot.close(figure)
 
