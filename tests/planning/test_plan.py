@@ -320,3 +320,23 @@ def test_a_layout_that_computes_twice_is_reported():
   assert "computed more than once: %.1f%%" % (
       100 * p.replicated_fraction) in out.getvalue()
   assert "split it there (e.g. experts:batch)" in out.getvalue()
+
+
+def test_shared_experts_are_counted_as_weights_and_activations():
+  """A shared expert (switch_tiny's layers as 1 shared and 15 routed
+  experts of 32, top-3) against the same layers without it: its dense FFN
+  in the weights, its hidden layer in the activations."""
+  batch, d_model, hidden, switch_layers = 8, 64, 32, 2
+  segmented = ["num_experts = 15",
+               "mtf_switch.SwitchFeedForward.hidden_size = %d" % hidden,
+               "mtf_switch.TokensChooseRouter.num_selected_experts = 3"]
+  routed = _plan("switch_tiny", batch, bindings=segmented)
+  shared = _plan("switch_tiny", batch, bindings=segmented + [
+      "mtf_switch.SwitchFeedForward.num_shared_experts = 1"])
+  # wi [64, 32] and wo [32, 64] a layer, float32.
+  assert shared.param_bytes - routed.param_bytes == (
+      switch_layers * 2 * d_model * hidden * 4)
+  # At least its [tokens, 32] float32 hidden layer: the encoder's 8 x 64
+  # tokens and the decoder's 8 x 16.
+  assert shared.activation_bytes - routed.activation_bytes >= (
+      (batch * 64 + batch * 16) * hidden * 4)
