@@ -155,7 +155,8 @@ def test_the_command_refuses_bad_values_in_one_line():
   assert helpers.refused(
       "mtf_switch.planning.model_size", *model, "--gin_param",
       "mtf_switch.TokensChooseRouter.num_selected_experts = 9") == (
-          "num_selected_experts must be 1 (Switch) or 2 (top-2 MoE), got 9")
+          "num_selected_experts must be an int >= 1 (1: Switch, 2: top-2 "
+          "MoE, m x k: fine-grained experts) and at most num_experts=4, got 9")
 
 
 def _tiny_size(bindings):
