@@ -10,6 +10,8 @@ batches, and times the steps in turns:
     layers, Switch-8 in every other FFN;
   shape set b (the main job's): models/switch_tiny.gin and
     models/dense_tiny.gin;
+  shape set c (fixed costs): set b with d_model 8, d_ff 8, 2 heads of 4,
+    so that a step's time is mostly what each op costs whatever its size;
 
 both at batch 16, inputs 64, targets 16 tokens, vocabulary 2,176 (the
 default task's 2,100 padded to a multiple of 128, as mesh-tensorflow pads
@@ -66,6 +68,10 @@ MAIN_JOB_LOG_EVERY = 25  # the main job's --log_every
 BATCH_SEED, NUM_BATCHES = 0, 8
 
 _ISSUE_SHAPES = ["d_model = 128", "d_ff = 512", "num_heads = 4", "d_kv = 32"]
+# Set b's layers, ops and batch with every width shrunk to a few numbers:
+# what is left of a step is its fixed cost per op (and the vocabulary's
+# projection and softmax, alike in both frameworks).
+_FIXED_COST_SHAPES = ["d_model = 8", "d_ff = 8", "num_heads = 2", "d_kv = 4"]
 # (gin file, bindings) of each model of each shape set.
 SHAPE_SETS = {
     "a": {"switch": ("models/switch_tiny.gin",
@@ -75,6 +81,8 @@ SHAPE_SETS = {
                     _ISSUE_SHAPES + ["num_layers = 4"])},
     "b": {"switch": ("models/switch_tiny.gin", []),
           "dense": ("models/dense_tiny.gin", [])},
+    "c": {"switch": ("models/switch_tiny.gin", _FIXED_COST_SHAPES),
+          "dense": ("models/dense_tiny.gin", _FIXED_COST_SHAPES)},
 }
 
 # What each row measures; the mtf_switch rows name their mesh apart.
@@ -91,6 +99,10 @@ VARIANTS = collections.OrderedDict([
                  "the routing metrics and all scalars every 25th step (its "
                  "--log_every); on its default mesh (1 device) and its "
                  "former one (batch:1,experts:2)"),
+    ("main_job_noprefetch", "as main_job on one device, the seqio batch "
+                            "made when asked for (data.task_batches' "
+                            "prefetch_batches=0) instead of two made ahead "
+                            "on tf.data's threads"),
     ("fed", "the same step fed a pre-made batch instead of the seqio one "
             "(fetching, as loop.train does on a step that logs nothing, the "
             "loss, the guard's scalars and the train op)"),
@@ -108,6 +120,8 @@ VARIANTS = collections.OrderedDict([
                "inter_op_parallelism_threads=1), own process"),
     ("inter2", "train op only, ConfigProto(intra_op_parallelism_threads=2, "
                "inter_op_parallelism_threads=2), own process"),
+    ("inter2_here", "as inter2, in the default rows' process (a session "
+                    "of its own beside theirs)"),
     ("xla_on1", "train op only, global_jit_level ON_1 with TF_XLA_FLAGS="
                 "--tf_xla_cpu_global_jit, own process"),
     ("xla_auto2", "train op only, TF_XLA_FLAGS='--tf_xla_auto_jit=2 "
@@ -131,6 +145,10 @@ EXPERIMENTS = {
     "intra1": dict(config={"intra": 1, "inter": 1}),
     "inter1": dict(config={"intra": 2, "inter": 1}),
     "inter2": dict(config={"intra": 2, "inter": 2}),
+    # TensorFlow sizes its thread pools at a process's first session, so
+    # this asks whether inter2's gain is its setting or its own process.
+    "inter2_here": dict(config={"intra": 2, "inter": 2}, own_process=False),
+    "main_job_noprefetch": dict(what="main_job", prefetch_batches=0),
     "xla_on1": dict(config={"jit": "ON_1"},
                     env={"TF_XLA_FLAGS": "--tf_xla_cpu_global_jit"}),
     "xla_auto2": dict(env={"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 "
@@ -401,7 +419,9 @@ def _tf_items(specs):
     sess = sessions[session_key]
     what = spec["what"]
     if what == "main_job":
-      iterator = data.task_batches(TASK, "train", BATCH, INPUTS, TARGETS)
+      iterator = data.task_batches(
+          TASK, "train", BATCH, INPUTS, TARGETS,
+          prefetch_batches=spec.get("prefetch_batches", 2))
 
       def run(steps, sess=sess, graph=graph, iterator=iterator):
         done = int(sess.run(graph.global_step))
@@ -560,12 +580,16 @@ def plan(shape_sets, model_kinds, experiments, hf_configs):
         elif model == "switch" or not experiment.get("switch_only"):
           session_config = experiment.get("config", {})
           mesh_shape, layout = experiment.get("mesh", ("", ""))
+          own_process = experiment.get("own_process",
+                                       bool(env or session_config))
           add("mtf_switch", model, shapes, name, mesh_shape or ONE_DEVICE,
-              "tf_" + name if env or session_config else "tf", "tf",
+              "tf_" + name if own_process else "tf", "tf",
               dict(mtf, what=experiment.get("what", "train_op"),
                    mesh_shape=mesh_shape, layout=layout,
                    bindings=experiment.get("bindings", []),
-                   config=session_config), env)
+                   config=session_config,
+                   prefetch_batches=experiment.get("prefetch_batches", 2)),
+              env)
     add("seqio", "-", shapes, "seqio_next", "", "tf", "tf",
         dict(what="seqio_next"))
   return items
@@ -622,6 +646,41 @@ def rows(items, times):
   return result
 
 
+def fixed_costs(result, full="b", shrunk="c"):
+  """Per model, HuggingFace's and mtf_switch's step op at a shape set and
+  at its shrunk twin: how much of the gap between them stays when the
+  widths shrink to a few numbers (a cost per op, whatever its size), and
+  each step's seconds per op executed at the shrunk shapes.
+
+  Returns:
+    list of dicts (model, hf_full, mtf_full, gap_full, hf_shrunk,
+    mtf_shrunk, gap_shrunk, hf_us_per_op, mtf_us_per_op), for each model
+    with both rows at both shape sets.
+  """
+  step = {(r["framework"], r["model"], r["shapes"]): r for r in result
+          if r["variant"] in ("hf", "train_op")}
+  table = []
+  for model in dict.fromkeys(r["model"] for r in result):
+    keys = [(framework, model, shapes) for shapes in (full, shrunk)
+            for framework in ("hf", "mtf_switch")]
+    if not all(k in step for k in keys):
+      continue
+    hf_full, mtf_full, hf_shrunk, mtf_shrunk = (step[k] for k in keys)
+    table.append(dict(
+        model=model, hf_full=hf_full["s_per_step"],
+        mtf_full=mtf_full["s_per_step"],
+        gap_full=round(mtf_full["s_per_step"] - hf_full["s_per_step"], 5),
+        hf_shrunk=hf_shrunk["s_per_step"],
+        mtf_shrunk=mtf_shrunk["s_per_step"],
+        gap_shrunk=round(mtf_shrunk["s_per_step"] -
+                         hf_shrunk["s_per_step"], 5),
+        hf_us_per_op=round(1e6 * hf_shrunk["s_per_step"] /
+                           hf_shrunk["ops_per_step"], 1),
+        mtf_us_per_op=round(1e6 * mtf_shrunk["s_per_step"] /
+                            mtf_shrunk["ops_per_step"], 1)))
+  return table
+
+
 def _machine():
   """One line: CPU, cores, thread settings."""
   model = ""
@@ -670,6 +729,17 @@ def write(result, equivalence, header, out_dir, name="peer_hf"):
             " | ".join(result[0]) + " |\n|" + "---|" * len(result[0]) + "\n")
     for row in result:
       f.write("| " + " | ".join(str(v) for v in row.values()) + " |\n")
+    costs = fixed_costs(result)
+    if costs:
+      f.write("\n## Fixed costs\n\nThe step op alone (HF: `hf`, "
+              "mtf_switch: `train_op`), s/step, at shape set b and at set "
+              "c (set b's layers, ops and batch, every width a few "
+              "numbers); gap: mtf_switch's minus HuggingFace's; us/op: set "
+              "c's step over the ops it executes.\n\n| model | HF b | "
+              "mtf b | gap b | HF c | mtf c | gap c | HF us/op c | mtf "
+              "us/op c |\n|---|---|---|---|---|---|---|---|---|\n")
+      for row in costs:
+        f.write("| " + " | ".join(str(v) for v in row.values()) + " |\n")
     f.write("\n## Variants\n\n")
     for key, what in VARIANTS.items():
       f.write("- `%s`: %s\n" % (key, what))
@@ -733,8 +803,8 @@ def _bar_label(row):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--shapes", default="a,b",
-                      help="comma-separated shape sets (a, b)")
+  parser.add_argument("--shapes", default="a,b,c",
+                      help="comma-separated shape sets (a, b, c)")
   parser.add_argument("--models", default="switch,dense")
   parser.add_argument("--experiments", default=",".join(EXPERIMENTS),
                       help="comma-separated cheap settings to add as rows "

@@ -31,7 +31,8 @@ def _hf_model(config_class, config):
 
 
 @pytest.mark.parametrize("shapes,model", [("a", "switch"), ("a", "dense"),
-                                          ("b", "switch"), ("b", "dense")])
+                                          ("b", "switch"), ("b", "dense"),
+                                          ("c", "switch"), ("c", "dense")])
 def test_hf_twin_has_the_parameters_model_size_counts(shapes, model):
   benchmark = _benchmark()
   benchmark.parse_gin(shapes, model)
@@ -98,6 +99,15 @@ def test_settings_that_bind_a_process_get_their_own_worker():
   assert workers[("dense", "xla_on1", "1 device")] == "tf_xla_on1"
   assert ("dense", "index", "1 device") not in workers  # Switch only
   assert workers[("dense", "expert_data2", "batch:2")] == "tf"  # a graph
+  # A session config in the default rows' process, asked for by name.
+  assert workers[("dense", "inter2", "1 device")] == "tf_inter2"
+  assert workers[("dense", "inter2_here", "1 device")] == "tf"
+  specs = {(i["model"], i["variant"], i["mesh"]): i["spec"] for i in items}
+  assert specs[("dense", "main_job_noprefetch", "1 device")][
+      "prefetch_batches"] == 0
+  assert specs[("dense", "main_job_noprefetch", "1 device")][
+      "what"] == "main_job"
+  assert workers[("dense", "main_job_noprefetch", "1 device")] == "tf"
   by_worker = {}
   for item in items:
     by_worker.setdefault(item["worker"], set()).add(
@@ -136,3 +146,25 @@ def test_rows_give_medians_spreads_and_ratios_to_hfs_same_model():
   assert step["vs_hf"] == 1.25
   assert empty["tokens_per_s"] == ""  # not a training step
   assert seqio["vs_hf"] == "" and seqio["params"] == ""
+
+
+def test_fixed_costs_set_the_gap_at_full_widths_beside_the_shrunk_ones():
+  benchmark = _benchmark()
+
+  def row(framework, shapes, variant, seconds, ops):
+    return dict(framework=framework, model="dense", shapes=shapes,
+                variant=variant, mesh="", s_per_step=seconds,
+                ops_per_step=ops)
+  result = [row("hf", "b", "hf", 0.025, 800),
+            row("mtf_switch", "b", "train_op", 0.03, 2400),
+            row("mtf_switch", "b", "fed", 0.05, 2400),  # not the step op
+            row("hf", "c", "hf", 0.008, 800),
+            row("mtf_switch", "c", "train_op", 0.012, 2400),
+            row("hf", "a", "hf", 0.1, 800)]
+  (costs,) = benchmark.fixed_costs(result)
+  assert costs["gap_full"] == pytest.approx(0.005)
+  assert costs["gap_shrunk"] == pytest.approx(0.004)
+  assert costs["hf_us_per_op"] == 10.0
+  assert costs["mtf_us_per_op"] == 5.0
+  # A model without its set-c rows has no line.
+  assert not benchmark.fixed_costs(result[:3])

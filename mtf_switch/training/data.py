@@ -13,7 +13,8 @@ from mtf_switch import tasks
 
 def task_batches(task_name, split, batch_size, input_length, target_length,
                  repeat=True, skip_batches=0, seed=0, shuffle=None,
-                 shuffle_buffer_size=None, drop_remainder=True):
+                 shuffle_buffer_size=None, drop_remainder=True,
+                 prefetch_batches=2):
   """Numpy {"inputs", "targets"} batches of a seqio task, padded.
 
   A task without an "inputs" feature is a decoder-only language model's:
@@ -33,6 +34,9 @@ def task_batches(task_name, split, batch_size, input_length, target_length,
       a buffer of a few documents' examples leaves batches correlated.
     drop_remainder: drop a last, smaller batch (training); False keeps it
       (evaluating every example).
+    prefetch_batches: batches that tf.data's threads make ahead, while the
+      caller's step runs; 0 makes each batch when it is asked for
+      (benchmarks/peer_hf.py times the main job both ways).
 
   Returns:
     iterator of dicts of int32 [batch_size, length] arrays; 0 is padding.
@@ -59,7 +63,10 @@ def task_batches(task_name, split, batch_size, input_length, target_length,
     dataset = seqio.utils.trim_and_pad_dataset(
         dataset.map(lambda ex: {k: ex[k] for k in lengths}), lengths)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    batches = _numpy_elements(dataset.skip(skip_batches))
+    dataset = dataset.skip(skip_batches)
+    if prefetch_batches:
+      dataset = dataset.prefetch(prefetch_batches)
+    batches = _numpy_elements(dataset)
   return map(_with_shifted_inputs, batches) if lm else batches
 
 
