@@ -457,12 +457,14 @@ def _tf_items(specs):
         "expert_params": sum(int(np.prod(w.shape.as_list()))
                              for w in graph.weights
                              if "SwitchFeedForward/w" in w.op.name),
-        "ops_per_step": _traced_nodes(sess, graph, what, noop, batches[0])}))
+        **_traced_nodes(sess, graph, what, noop, batches[0])}))
   return items
 
 
 def _traced_nodes(sess, graph, what, noop, batch):
-  """TensorFlow nodes one run of the item executes (a traced run)."""
+  """{"ops_per_step": TensorFlow nodes one run of the item executes (a
+  traced run), "optimizer_ops": those of them that update the weights
+  (mesh-tensorflow's Adafactor names them `.../adafactor/...`)}."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   fetches = {"empty_run": noop, "train_op": graph.train_op}.get(
       what, {"loss": graph.loss, "metrics": graph.metrics,
@@ -472,7 +474,10 @@ def _traced_nodes(sess, graph, what, noop, batch):
                      graph.targets: batch["targets"]},
            options=tf.RunOptions(trace_level=tf.RunOptions.SOFTWARE_TRACE),
            run_metadata=metadata)
-  return sum(len(d.node_stats) for d in metadata.step_stats.dev_stats)
+  names = [n.node_name for d in metadata.step_stats.dev_stats
+           for n in d.node_stats]
+  return {"ops_per_step": len(names),
+          "optimizer_ops": sum("adafactor" in n for n in names)}
 
 
 def worker_main(kind, specs_path):
@@ -642,7 +647,8 @@ def rows(items, times):
         "tokens_per_s": round(TOKENS_PER_STEP / median) if is_step else "",
         "vs_hf": round(median / base, 3) if base else "",
         "params": item.get("params", ""),
-        "ops_per_step": item.get("ops_per_step", "")})
+        "ops_per_step": item.get("ops_per_step", ""),
+        "optimizer_ops": item.get("optimizer_ops", "")})
   return result
 
 
@@ -725,7 +731,8 @@ def write(result, equivalence, header, out_dir, name="peer_hf"):
     f.write("\n## Seconds per step\n\nMedian over rounds, spread min-max; "
             "vs_hf: the median over HuggingFace's same model and shapes; "
             "ops_per_step: TensorFlow nodes executed in a traced run, or "
-            "top-level torch ops in a profiled step.\n\n| " +
+            "top-level torch ops in a profiled step; optimizer_ops: those "
+            "of the TensorFlow nodes that update the weights.\n\n| " +
             " | ".join(result[0]) + " |\n|" + "---|" * len(result[0]) + "\n")
     for row in result:
       f.write("| " + " | ".join(str(v) for v in row.values()) + " |\n")

@@ -129,7 +129,7 @@ def test_rows_give_medians_spreads_and_ratios_to_hfs_same_model():
            variant="hf_threads1", mesh="", params=10, ops_per_step=5),
       dict(framework="mtf_switch", model="switch", shapes="b",
            variant="train_op", mesh="1 device", params=10,
-           ops_per_step=50),
+           ops_per_step=50, optimizer_ops=30),
       dict(framework="mtf_switch", model="switch", shapes="b",
            variant="empty_run", mesh="1 device", params=10, ops_per_step=2),
       dict(framework="seqio", model="-", shapes="b", variant="seqio_next",
@@ -144,6 +144,7 @@ def test_rows_give_medians_spreads_and_ratios_to_hfs_same_model():
   assert hf["tokens_per_s"] == 16 * 80 / 0.2
   assert threads1["vs_hf"] == 0.5  # against the 2-thread row
   assert step["vs_hf"] == 1.25
+  assert (step["optimizer_ops"], hf["optimizer_ops"]) == (30, "")
   assert empty["tokens_per_s"] == ""  # not a training step
   assert seqio["vs_hf"] == "" and seqio["params"] == ""
 
