@@ -38,7 +38,8 @@ rounds, spread min-max.
 
 writes peer_hf.json (the run's times, saved after every round), and from it
 peer_hf.csv, peer_hf.md and peer_hf.png (--report_only writes these three
-again from the JSON).
+again from the JSON; --name gives the four another name, for a run of a
+few rows beside a full one).
 """
 import argparse
 import collections
@@ -748,8 +749,10 @@ def write(result, equivalence, header, out_dir, name="peer_hf"):
       for row in costs:
         f.write("| " + " | ".join(str(v) for v in row.values()) + " |\n")
     f.write("\n## Variants\n\n")
+    measured = {row["variant"] for row in result}
     for key, what in VARIANTS.items():
-      f.write("- `%s`: %s\n" % (key, what))
+      if key in measured:
+        f.write("- `%s`: %s\n" % (key, what))
   plot(result, path + ".png")
   return path
 
@@ -826,19 +829,21 @@ def main(argv=None):
                       help="a line for the Markdown (e.g. the commit)")
   parser.add_argument("--report_only", action="store_true",
                       help="rewrite the CSV, Markdown and PNG from --out's "
-                           "peer_hf.json (the times a run saved)")
+                           "<name>.json (the times a run saved)")
+  parser.add_argument("--name", default="peer_hf",
+                      help="the results' file name, without extension")
   parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
     worker_main(*args.worker)
     return
-  state_path = os.path.join(args.out, "peer_hf.json")
+  state_path = os.path.join(args.out, args.name + ".json")
   if args.report_only:
     with open(state_path) as f:
       state = json.load(f)
   else:
     state = run(args, parser, state_path)
-  path = report(state, args.out)
+  path = report(state, args.out, args.name)
   with open(path + ".md") as f:
     print(f.read())
 
@@ -933,8 +938,8 @@ def equivalence(items, hf_configs, notes):
   return table
 
 
-def report(state, out_dir):
-  """Writes peer_hf.csv, .md and .png from a run's state; returns the path
+def report(state, out_dir, name="peer_hf"):
+  """Writes <name>.csv, .md and .png from a run's state; returns the path
   without extension."""
   header = "\n".join([
       "# mtf_switch against HuggingFace (PyTorch) on this CPU",
@@ -974,7 +979,7 @@ def report(state, out_dir):
       "dispatch computes experts x capacity slots per group.",
   ] + (["- %s" % state["note"]] if state["note"] else []))
   return write(rows(state["items"], state["times"]), state["equivalence"],
-               header, out_dir)
+               header, out_dir, name)
 
 
 def _versions():
