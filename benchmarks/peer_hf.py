@@ -123,6 +123,11 @@ VARIANTS = collections.OrderedDict([
                "inter_op_parallelism_threads=2), own process"),
     ("inter2_here", "as inter2, in the default rows' process (a session "
                     "of its own beside theirs)"),
+    ("alone", "train op only, default session config, in a process of its "
+              "own (one session, as the main job runs)"),
+    ("main_job_alone", "as main_job on one device, in a process of its own "
+                       "(one session and its data pipeline, as the main job "
+                       "runs)"),
     ("xla_on1", "train op only, global_jit_level ON_1 with TF_XLA_FLAGS="
                 "--tf_xla_cpu_global_jit, own process"),
     ("xla_auto2", "train op only, TF_XLA_FLAGS='--tf_xla_auto_jit=2 "
@@ -150,6 +155,10 @@ EXPERIMENTS = {
     # this asks whether inter2's gain is its setting or its own process.
     "inter2_here": dict(config={"intra": 2, "inter": 2}, own_process=False),
     "main_job_noprefetch": dict(what="main_job", prefetch_batches=0),
+    # The default rows share their process with a dozen sessions; the main
+    # job runs one.
+    "alone": dict(own_process=True),
+    "main_job_alone": dict(what="main_job", own_process=True),
     "xla_on1": dict(config={"jit": "ON_1"},
                     env={"TF_XLA_FLAGS": "--tf_xla_cpu_global_jit"}),
     "xla_auto2": dict(env={"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 "

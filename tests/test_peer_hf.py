@@ -108,6 +108,11 @@ def test_settings_that_bind_a_process_get_their_own_worker():
   assert specs[("dense", "main_job_noprefetch", "1 device")][
       "what"] == "main_job"
   assert workers[("dense", "main_job_noprefetch", "1 device")] == "tf"
+  assert workers[("dense", "alone", "1 device")] == "tf_alone"
+  assert workers[("switch", "main_job_alone", "1 device")] == (
+      "tf_main_job_alone")
+  assert specs[("switch", "main_job_alone", "1 device")]["what"] == (
+      "main_job")
   by_worker = {}
   for item in items:
     by_worker.setdefault(item["worker"], set()).add(
