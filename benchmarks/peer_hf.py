@@ -128,6 +128,9 @@ VARIANTS = collections.OrderedDict([
     ("main_job_alone", "as main_job on one device, in a process of its own "
                        "(one session and its data pipeline, as the main job "
                        "runs)"),
+    ("onednn_off", "as alone, with TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's "
+                   "own CPU kernels instead of oneDNN's, on by default on "
+                   "x86 Linux)"),
     ("xla_on1", "train op only, global_jit_level ON_1 with TF_XLA_FLAGS="
                 "--tf_xla_cpu_global_jit, own process"),
     ("xla_auto2", "train op only, TF_XLA_FLAGS='--tf_xla_auto_jit=2 "
@@ -159,6 +162,7 @@ EXPERIMENTS = {
     # job runs one.
     "alone": dict(own_process=True),
     "main_job_alone": dict(what="main_job", own_process=True),
+    "onednn_off": dict(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "xla_on1": dict(config={"jit": "ON_1"},
                     env={"TF_XLA_FLAGS": "--tf_xla_cpu_global_jit"}),
     "xla_auto2": dict(env={"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 "

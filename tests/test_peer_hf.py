@@ -109,6 +109,7 @@ def test_settings_that_bind_a_process_get_their_own_worker():
       "what"] == "main_job"
   assert workers[("dense", "main_job_noprefetch", "1 device")] == "tf"
   assert workers[("dense", "alone", "1 device")] == "tf_alone"
+  assert workers[("dense", "onednn_off", "1 device")] == "tf_onednn_off"
   assert workers[("switch", "main_job_alone", "1 device")] == (
       "tf_main_job_alone")
   assert specs[("switch", "main_job_alone", "1 device")]["what"] == (
