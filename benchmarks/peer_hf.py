@@ -23,8 +23,9 @@ fetched) on its default mesh (one device) and on its former default
 (`batch:1,experts:2`, which computed all but the experts on both
 positions), the step fed a pre-made batch, the train op alone, an empty
 session.run, and the seqio batch alone; and with cheap settings (TensorFlow
-threading, XLA auto-clustering, the index and dropless dispatch, the
-`batch:2` mesh) as extra rows.
+threading, XLA auto-clustering, oneDNN off, the index and dropless
+dispatch, the `batch:2` mesh, the input pipeline without prefetch, a
+session alone in its process) as extra rows.
 
 Every measured thing lives in a worker process (HuggingFace in one, the
 TensorFlow sessions with default settings in another, each threading or XLA
