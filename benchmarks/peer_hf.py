@@ -295,30 +295,38 @@ class _Item:
     self.info = info
 
 
-def _hf_items(specs):
-  """HuggingFace models: each spec is {"config_class", "config"}."""
+def hf_twin(config_class, config):
+  """HuggingFace's twin in training mode and its Adafactor, from
+  `hf_twin_config`'s (config_class, config); weights from seed 0."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   from transformers.optimization import Adafactor  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  cls, config_cls = {
+      "switch": (transformers.SwitchTransformersForConditionalGeneration,
+                 transformers.SwitchTransformersConfig),
+      "t5": (transformers.T5ForConditionalGeneration,
+             transformers.T5Config)}[config_class]
+  model = cls(config_cls(**config))
+  model.train()
+  # mesh-tensorflow's AdafactorOptimizer as the main job makes it: fixed
+  # learning rate scaled by each weight's RMS, second-moment decay
+  # 1 - step^-0.8, update clipping 1.0, no first moment.
+  optimizer = Adafactor(model.parameters(), lr=LEARNING_RATE,
+                        relative_step=False, scale_parameter=True,
+                        warmup_init=False, decay_rate=-0.8,
+                        clip_threshold=1.0, beta1=None)
+  return model, optimizer
+
+
+def _hf_items(specs):
+  """HuggingFace models: each spec is {"config_class", "config"}."""
+  import torch  # pylint: disable=g-import-not-at-top
   (threads,) = {spec.get("threads", 2) for spec in specs}
   torch.set_num_threads(threads)
   items = []
   for spec in specs:
-    torch.manual_seed(0)
-    cls, config_cls = {
-        "switch": (transformers.SwitchTransformersForConditionalGeneration,
-                   transformers.SwitchTransformersConfig),
-        "t5": (transformers.T5ForConditionalGeneration,
-               transformers.T5Config)}[spec["config_class"]]
-    model = cls(config_cls(**spec["config"]))
-    model.train()
-    # mesh-tensorflow's AdafactorOptimizer as the main job makes it: fixed
-    # learning rate scaled by each weight's RMS, second-moment decay
-    # 1 - step^-0.8, update clipping 1.0, no first moment.
-    optimizer = Adafactor(model.parameters(), lr=LEARNING_RATE,
-                          relative_step=False, scale_parameter=True,
-                          warmup_init=False, decay_rate=-0.8,
-                          clip_threshold=1.0, beta1=None)
+    model, optimizer = hf_twin(spec["config_class"], spec["config"])
     router_losses = spec["config_class"] == "switch"
     batches = [{k: torch.from_numpy(v).long() for k, v in b.items()}
                for b in make_batches(spec["vocab_size"])]

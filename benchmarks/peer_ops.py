@@ -100,27 +100,13 @@ def trace_hf(shapes, model, steps):
   """({op name: ms of self CPU time per step}, top-level ops per step,
   untraced median s/step) of HuggingFace's twin's training step."""
   import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  from transformers.optimization import Adafactor  # pylint: disable=g-import-not-at-top
   from mtf_switch import models  # pylint: disable=g-import-not-at-top
   from mtf_switch.training import data  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(2)
-  torch.manual_seed(0)
   vocab_size = data.vocab_size(peer_hf.TASK)
   peer_hf.parse_gin(shapes, model)
   config_class, config = peer_hf.hf_twin_config(models.make_model(vocab_size))
-  cls, config_cls = {
-      "switch": (transformers.SwitchTransformersForConditionalGeneration,
-                 transformers.SwitchTransformersConfig),
-      "t5": (transformers.T5ForConditionalGeneration,
-             transformers.T5Config)}[config_class]
-  net = cls(config_cls(**config))
-  net.train()
-  # As peer_hf.py's: mesh-tensorflow's Adafactor settings.
-  optimizer = Adafactor(net.parameters(), lr=peer_hf.LEARNING_RATE,
-                        relative_step=False, scale_parameter=True,
-                        warmup_init=False, decay_rate=-0.8,
-                        clip_threshold=1.0, beta1=None)
+  net, optimizer = peer_hf.hf_twin(config_class, config)
   batch = {k: torch.from_numpy(v).long()
            for k, v in peer_hf.make_batches(vocab_size)[0].items()}
 

@@ -21,13 +21,9 @@ def _clear_gin():
 
 
 def _hf_model(config_class, config):
-  transformers = pytest.importorskip("transformers")
-  cls, config_cls = {
-      "switch": (transformers.SwitchTransformersForConditionalGeneration,
-                 transformers.SwitchTransformersConfig),
-      "t5": (transformers.T5ForConditionalGeneration,
-             transformers.T5Config)}[config_class]
-  return cls(config_cls(**config))
+  pytest.importorskip("transformers")
+  model, _ = _benchmark().hf_twin(config_class, config)
+  return model
 
 
 @pytest.mark.parametrize("shapes,model", [("a", "switch"), ("a", "dense"),
