@@ -45,6 +45,7 @@ few rows beside a full one).
 import argparse
 import collections
 import csv
+import functools
 import json
 import os
 import platform
@@ -295,6 +296,21 @@ class _Item:
     self.info = info
 
 
+def mtf_twin(shapes, model, vocab_size, bindings=(), mesh_shape="",
+             layout=""):
+  """mtf_switch's step graph of one model of a shape set (plus extra gin
+  bindings), with Adafactor at LEARNING_RATE as the HF twin has it."""
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  from mtf_switch import models  # pylint: disable=g-import-not-at-top
+  from mtf_switch.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  parse_gin(shapes, model, bindings)
+  return step_lib.build_step_graph(
+      models.make_model(vocab_size, mesh_shape, layout), BATCH, INPUTS,
+      TARGETS, mesh_shape, layout,
+      make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
+                                       learning_rate=LEARNING_RATE))
+
+
 def hf_twin(config_class, config):
   """HuggingFace's twin in training mode and its Adafactor, from
   `hf_twin_config`'s (config_class, config); weights from seed 0."""
@@ -385,15 +401,11 @@ def _tf_items(specs):
   "bindings", "config"}.  Specs of one graph share it, and of one session
   config its session.
   """
-  import functools  # pylint: disable=g-import-not-at-top
   from mtf_switch.t5 import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from mtf_switch import models  # pylint: disable=g-import-not-at-top
   from mtf_switch.training import data  # pylint: disable=g-import-not-at-top
   from mtf_switch.training import loop  # pylint: disable=g-import-not-at-top
-  from mtf_switch.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(TASK)
@@ -421,13 +433,8 @@ def _tf_items(specs):
     graph_key = (spec["shapes"], spec["model"], spec["mesh_shape"],
                  spec["layout"], tuple(spec["bindings"]))
     if graph_key not in graphs:
-      parse_gin(spec["shapes"], spec["model"], spec["bindings"])
-      model = models.make_model(vocab_size, spec["mesh_shape"],
-                                spec["layout"])
-      graph = step_lib.build_step_graph(
-          model, BATCH, INPUTS, TARGETS, spec["mesh_shape"], spec["layout"],
-          make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
-                                           learning_rate=LEARNING_RATE))
+      graph = mtf_twin(spec["shapes"], spec["model"], vocab_size,
+                       spec["bindings"], spec["mesh_shape"], spec["layout"])
       with graph.graph.as_default():
         noop = tf.no_op()
       graphs[graph_key] = (graph, noop)

@@ -9,13 +9,15 @@ time, summed by its name).  Both sums are of op durations, which overlap
 where TensorFlow runs ops side by side on the 2 cores; the untraced step's
 median is beside them.
 
-The op types fall into three groups, by what they do whatever the
-framework names them:
+The op types fall into two groups, whatever the framework names them,
+beside the steps' totals and op counts:
 
   matmul       matrix products (TensorFlow: Einsum, MatMul, BatchMatMulV2;
                torch: mm, bmm, addmm, baddbmm)
   elementwise  everything else that reads and writes tensors
-  (the steps' totals and op counts)
+
+The models run one after another in one process, so the untraced step
+times are not side by side: peer_hf.py's are.
 
 Set c (peer_hf.py: set b with every width a few numbers) keeps set b's
 ops and removes most of their work, so set b minus set c is the part of a
@@ -28,7 +30,6 @@ writes peer_ops.csv and peer_ops.md.
 import argparse
 import collections
 import csv
-import functools
 import os
 import statistics
 import time
@@ -58,19 +59,11 @@ def trace_mtf(shapes, model, steps):
   """({op type: ms per step}, ops per step, untraced median s/step) of
   mtf_switch's step op, one device."""
   from mtf_switch.t5 import compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from mtf_switch import models  # pylint: disable=g-import-not-at-top
   from mtf_switch.training import data  # pylint: disable=g-import-not-at-top
-  from mtf_switch.training import step as step_lib  # pylint: disable=g-import-not-at-top
   tf.disable_eager_execution()
   vocab_size = data.vocab_size(peer_hf.TASK)
-  peer_hf.parse_gin(shapes, model)
-  graph = step_lib.build_step_graph(
-      models.make_model(vocab_size), peer_hf.BATCH, peer_hf.INPUTS,
-      peer_hf.TARGETS, "", "",
-      make_optimizer=functools.partial(mtf.optimize.AdafactorOptimizer,
-                                       learning_rate=peer_hf.LEARNING_RATE))
+  graph = peer_hf.mtf_twin(shapes, model, vocab_size)
   batch = peer_hf.make_batches(vocab_size)[0]
   feed = {graph.inputs: batch["inputs"], graph.targets: batch["targets"]}
   with tf.Session(graph=graph.graph) as sess:
